@@ -1,0 +1,298 @@
+"""Train an RDC model in two stages with accelerate (one CPU, one GPU, or `accelerate launch` on many).
+
+Stage 1 (`codec`): the codec on rate + λ·MSE plus the entropy bottleneck's aux loss.
+Stage 2 (`residual`): the residual UNet on the frozen codec's x_init.
+
+    python examples/train_rdc.py codec --train-dir ../shared/data/train --lmbda 0.0067 --output runs/codec
+    python examples/train_rdc.py residual --codec runs/codec --train-dir ../shared/data/train --output runs/rdc
+
+Every run writes `train_log.jsonl` and `args.json` into its output folder, checkpoints with
+`accelerator.save_state` into `<output>/checkpoint` (resumed automatically when present) and ends with
+`save_pretrained`. `--max-minutes` stops cleanly at a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from PIL import Image
+
+from rdc_diffusers.models.codec import RDCCodec
+from rdc_diffusers.training import ImageFolderDataset, list_images, psnr, rate_distortion_loss
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["codec", "residual"])
+    parser.add_argument("--train-dir", required=True)
+    parser.add_argument("--val-dir", default="../shared/data/bsds_test", help="first 4 images, centre 256 crops")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--N", type=int, default=128)
+    parser.add_argument("--M", type=int, default=192)
+    parser.add_argument("--lmbda", type=float, default=0.0067)
+    parser.add_argument("--codec", help="residual stage: folder of the trained (frozen) codec")
+    parser.add_argument("--block-out-channels", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--cond-channels", type=int, default=16)
+    parser.add_argument("--prediction-type", default="sample", choices=["sample", "epsilon", "v_prediction"])
+    parser.add_argument("--rho", type=float, default=0.9, help="weight of LPIPS on the predicted x0 (CDC's ρ)")
+    parser.add_argument("--few-step-fraction", type=float, default=0.5,
+                        help="share of batches at the timesteps a 1-, 2- or 4-step sampler visits")
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--default-steps", type=int, default=2, help="refinement steps written into new files")
+    parser.add_argument("--crop-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--final-lr", type=float, default=1e-4, help="for the last fifth of the run")
+    parser.add_argument("--aux-lr", type=float, default=1e-3)
+    parser.add_argument("--iterations", type=int, default=20000)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--val-every", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def validation_images(val_dir: str, count: int = 4, size: int = 256) -> torch.Tensor:
+    """Centre crops of the first images of ``val_dir`` (never Kodak: that is the evaluation set)."""
+    crops = []
+    for path in list_images(val_dir)[:count]:
+        image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        top, left = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
+        crops.append(image[:, top:top + size, left:left + size].float() / 255)
+    return torch.stack(crops)
+
+
+@torch.no_grad()
+def validate_codec(codec: RDCCodec, images: torch.Tensor) -> dict:
+    """Real bytes through the rANS coder, so the logged bpp is never an estimate."""
+    codec.eval()
+    nbytes, scores = 0, []
+    for x in images.split(1):
+        out = codec.compress(x)
+        nbytes += sum(len(s[0]) for s in out["strings"])
+        scores.append(psnr(codec.decompress(out["strings"], out["shape"])["x_init"], x))
+    codec.train()
+    return {"val_bpp": 8 * nbytes / images[:, 0].numel(), "val_psnr": sum(scores) / len(scores)}
+
+
+def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
+    output = Path(args.output)
+    codec = RDCCodec(N=args.N, M=args.M)
+    aux_params = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
+    net_params = [p for n, p in codec.named_parameters() if not n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(net_params, lr=args.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    codec, optimizer, aux_optimizer, loader = accelerator.prepare(codec, optimizer, aux_optimizer, loader)
+    step = resume(accelerator, output)
+    val_images = validation_images(args.val_dir).to(accelerator.device)
+    start = time.time()
+    while step < args.iterations:
+        for x in loader:
+            if late_phase(step, args, start):
+                for group in optimizer.param_groups:
+                    group["lr"] = args.final_lr
+            losses = rate_distortion_loss(codec(x), x, args.lmbda)
+            optimizer.zero_grad()
+            accelerator.backward(losses["loss"])
+            accelerator.clip_grad_norm_(net_params, 1.0)
+            optimizer.step()
+            aux_loss = accelerator.unwrap_model(codec).aux_loss()
+            aux_optimizer.zero_grad()
+            accelerator.backward(aux_loss)
+            aux_optimizer.step()
+            step += 1
+            out_of_time = args.max_minutes is not None and time.time() - start > 60 * args.max_minutes
+            if step % args.log_every == 0:
+                log(step, {k: v.item() for k, v in losses.items()} | {"aux": aux_loss.item()})
+            if step % args.val_every == 0 or step == args.iterations or out_of_time:
+                model = accelerator.unwrap_model(codec)
+                log(step, validate_codec(model, val_images))
+                accelerator.save_state(output / "checkpoint")
+                save_step(output, step)
+            if step >= args.iterations or out_of_time:
+                break
+        if out_of_time:
+            break
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(codec).save_pretrained(output / "codec")
+
+
+def few_step_timesteps(scheduler) -> torch.Tensor:
+    """The timesteps that 1-, 2- and 4-step samplers with trailing spacing visit (t = T−1 first)."""
+    visited = set()
+    for steps in (1, 2, 4):
+        scheduler.set_timesteps(steps)
+        visited.update(scheduler.timesteps.tolist())
+    return torch.tensor(sorted(visited))
+
+
+@torch.no_grad()
+def residual_scale(codec: RDCCodec, loader, batches: int = 20) -> float:
+    """1 / std of r = x − x_init on training crops, so the scaled residual has unit variance like the noise."""
+    residuals = []
+    for x, _ in zip(loader, range(batches), strict=False):
+        residuals.append(x - codec(x)["x_init"].clamp(0, 1))
+    return 1.0 / torch.cat(residuals).std().item()
+
+
+def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
+    """Stage 2: the codec is frozen; the UNet learns r from noised r_t, given x_init and ŷ.
+
+    Loss (``prediction_type="sample"``): MSE(r̂0, r) + ρ·LPIPS(x_init + r̂0, x), as CDC's x0 variant.
+    Half of the batches use the timesteps a few-step sampler visits: an under-trained model drifts
+    along its own sampling path, so those steps get most of the training (see ENVIRONMENT.md).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    from rdc_diffusers import RDCPipeline, ResidualUNet
+    from rdc_diffusers.metrics.lpips import lpips
+    from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
+
+    output = Path(args.output)
+    codec = RDCCodec.from_pretrained(args.codec).eval().requires_grad_(False)
+    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    scale = residual_scale(codec, loader)
+    unet = ResidualUNet(
+        latent_channels=codec.config.M, cond_channels=args.cond_channels,
+        block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,
+        residual_scale=scale,
+    )
+    noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=args.prediction_type)
+    few_steps = few_step_timesteps(DDIMScheduler.from_config(noise_scheduler.config))
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr)
+    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    codec.to(accelerator.device)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    step = resume(accelerator, output)
+    val_images = validation_images(args.val_dir).to(accelerator.device)
+
+    def make_pipeline(model: ResidualUNet) -> RDCPipeline:
+        scheduler = DDIMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=args.prediction_type)
+        pipe = RDCPipeline(codec=codec, unet=model, scheduler=scheduler, default_num_inference_steps=args.default_steps)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    start = time.time()
+    log(step, {"residual_scale": scale, "params": sum(p.numel() for p in unet.parameters())})
+    while step < args.iterations:
+        for x in loader:
+            if late_phase(step, args, start):
+                for group in optimizer.param_groups:
+                    group["lr"] = args.final_lr
+            with torch.no_grad():
+                coded = codec(x)
+                x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
+            r = (x - x_init) * scale
+            noise = torch.randn_like(r)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
+            few = torch.rand(x.shape[0], device=x.device) < args.few_step_fraction
+            t = torch.where(few, few_steps.to(x.device)[torch.randint(len(few_steps), t.shape, device=x.device)], t)
+            r_t = noise_scheduler.add_noise(r, noise, t)
+            pred = unet(r_t, t, x_init=x_init, y_hat=y_hat).sample
+            r0 = predicted_sample(noise_scheduler, pred, r_t, t)
+            mse = torch.nn.functional.mse_loss(r0, r)
+            perceptual = lpips((x_init + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
+            loss = mse + args.rho * perceptual
+            optimizer.zero_grad()
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            ema.step(unet.parameters())
+            step += 1
+            out_of_time = args.max_minutes is not None and time.time() - start > 60 * args.max_minutes
+            if step % args.log_every == 0:
+                log(step, {"loss": loss.item(), "mse": mse.item(), "lpips": perceptual.item()})
+            if step % args.val_every == 0 or step >= args.iterations or out_of_time:
+                ema.store(unet.parameters())
+                ema.copy_to(unet.parameters())
+                log(step, validate_residual(make_pipeline(accelerator.unwrap_model(unet)), val_images))
+                ema.restore(unet.parameters())
+                accelerator.save_state(output / "checkpoint")
+                save_step(output, step)
+            if step >= args.iterations or out_of_time:
+                break
+        if out_of_time:
+            break
+    if accelerator.is_main_process:
+        unet = accelerator.unwrap_model(unet)
+        ema.copy_to(unet.parameters())
+        make_pipeline(unet).save_pretrained(output / "pipeline")
+
+
+@torch.no_grad()
+def validate_residual(pipe, images: torch.Tensor, steps: tuple[int, ...] = (1, 2, 4)) -> dict:
+    """PSNR and LPIPS of x_init and of refined decodes at a few step counts, from real bytes."""
+    from rdc_diffusers.metrics.lpips import lpips
+
+    pipe.unet.eval()
+    files = [pipe.compress(x) for x in images]
+    scores = {}
+    for name, kwargs in [("fast", {"refine": False})] + [(f"{n}step", {"num_inference_steps": n}) for n in steps]:
+        out = torch.cat([pipe.decompress(f, output_type="pt", **kwargs).images for f in files]).to(images.device)
+        scores[f"val_psnr_{name}"] = psnr(out, images)
+        scores[f"val_lpips_{name}"] = lpips(out, images).mean().item()
+    pipe.unet.train()
+    return scores
+
+
+def predicted_sample(scheduler, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """r̂0 from the model's output for any prediction type (the quantity the perceptual loss sees)."""
+    if scheduler.config.prediction_type == "sample":
+        return model_output
+    alpha = scheduler.alphas_cumprod.to(sample.device)[t].view(-1, 1, 1, 1)
+    if scheduler.config.prediction_type == "epsilon":
+        return (sample - (1 - alpha).sqrt() * model_output) / alpha.sqrt()
+    return alpha.sqrt() * sample - (1 - alpha).sqrt() * model_output  # v_prediction
+
+
+def late_phase(step: int, args: argparse.Namespace, start: float) -> bool:
+    """The last fifth of the run, by iterations or by the wall-clock budget, whichever ends first."""
+    late_time = args.max_minutes is not None and time.time() - start > 0.8 * 60 * args.max_minutes
+    return step >= 0.8 * args.iterations or late_time
+
+
+def resume(accelerator: Accelerator, output: Path) -> int:
+    if (output / "checkpoint").exists():
+        accelerator.load_state(output / "checkpoint")
+        return json.loads((output / "step.json").read_text())["step"]
+    return 0
+
+
+def save_step(output: Path, step: int) -> None:
+    (output / "step.json").write_text(json.dumps({"step": step}))
+
+
+def main() -> None:
+    args = parse_args()
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "args.json").write_text(json.dumps(vars(args), indent=2))
+    start = time.time()
+
+    def log(step: int, values: dict) -> None:
+        if accelerator.is_main_process:
+            record = {"stage": args.stage, "step": step, "minutes": round((time.time() - start) / 60, 2)} | values
+            with open(output / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+
+    {"codec": train_codec, "residual": train_residual}[args.stage](args, accelerator, log)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The .rdc format: what round-trips, and that every bad input is an RDCFormatError."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+
+import pytest
+
+from rdc_diffusers.bitstream import (
+    FORMAT_VERSION,
+    MAGIC,
+    MODES,
+    RDCFile,
+    RDCHeader,
+    check_model,
+    decode_file,
+    encode_file,
+)
+from rdc_diffusers.errors import RDCError, RDCFormatError, RDCModelMismatchError
+
+MODEL_ID = bytes.fromhex("0123456789abcdef")
+
+
+def make_header(**overrides: object) -> RDCHeader:
+    fields: dict = {
+        "width": 768,
+        "height": 512,
+        "mode": "RGBA",
+        "model_id": MODEL_ID,
+        "model_name": "rdc-base-λ0.013",
+        "seed": 2**64 - 1,
+        "num_inference_steps": 4,
+    }
+    fields.update(overrides)
+    return RDCHeader(**fields)
+
+
+def small_file() -> bytes:
+    """A ~60-byte file: short enough to flip every bit of it."""
+    data = encode_file(RDCFile(make_header(model_name="tiny"), (b"yyyyyyyyyy", b"zzzz")))
+    assert 50 <= len(data) <= 70
+    return data
+
+
+def with_crc(body: bytes) -> bytes:
+    """Re-seal an edited file body, to test the checks that come after the CRC."""
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_round_trip_with_several_sections() -> None:
+    sections = (b"\x00\x01y-string" * 50, b"z", b"", bytes(range(256)))
+    original = RDCFile(make_header(), sections)
+    data = encode_file(original)
+
+    assert data.startswith(MAGIC)
+    assert data[4] == FORMAT_VERSION
+    decoded = decode_file(data)
+    assert decoded == original
+    assert encode_file(decoded) == data
+    assert decode_file(bytearray(data)) == original
+    assert decode_file(memoryview(data)) == original
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_round_trips(mode: str) -> None:
+    header = make_header(mode=mode, width=1, height=65535, seed=0, model_name="")
+    assert decode_file(encode_file(RDCFile(header, (b"y", b"z")))).header == header
+
+
+def test_every_truncation_is_a_format_error() -> None:
+    data = small_file()
+    for n in range(len(data)):
+        with pytest.raises(RDCFormatError):
+            decode_file(data[:n])
+
+
+def test_every_single_bit_flip_is_a_format_error() -> None:
+    data = small_file()
+    for i in range(len(data)):
+        for bit in range(8):
+            corrupted = bytearray(data)
+            corrupted[i] ^= 1 << bit
+            with pytest.raises(RDCFormatError):
+                decode_file(bytes(corrupted))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n" + bytes(64),
+        b"\x89PNG\r\n\x1a\n",
+        random.Random(0).randbytes(200),
+        "\x89RDC not bytes",
+        None,
+        [0x89, 0x52, 0x44, 0x43],
+    ],
+    ids=["empty", "png", "png-signature-only", "random", "str", "none", "list"],
+)
+def test_foreign_data_is_a_format_error(data: object) -> None:
+    with pytest.raises(RDCFormatError):
+        decode_file(data)  # type: ignore[arg-type]
+
+
+def test_foreign_data_is_called_foreign_not_truncated() -> None:
+    with pytest.raises(RDCFormatError, match="not an .rdc file"):
+        decode_file(b"\x89PNG\r\n\x1a\n")
+
+
+def test_newer_version_is_refused_by_name() -> None:
+    body = bytearray(small_file()[:-4])
+    body[4] = FORMAT_VERSION + 1
+    with pytest.raises(RDCFormatError, match=f"newer format version {FORMAT_VERSION + 1}; this reader supports 1"):
+        decode_file(with_crc(bytes(body)))
+
+
+def test_nonzero_flags_are_refused() -> None:
+    body = bytearray(small_file()[:-4])
+    body[5] = 0x01
+    with pytest.raises(RDCFormatError, match="unsupported feature flags"):
+        decode_file(with_crc(bytes(body)))
+
+
+def test_trailing_garbage_is_refused() -> None:
+    data = small_file()
+    with pytest.raises(RDCFormatError):
+        decode_file(data + b"\x00")
+    # Even when the writer sealed the garbage under a valid CRC.
+    with pytest.raises(RDCFormatError, match="section lengths"):
+        decode_file(with_crc(data[:-4] + b"junk"))
+
+
+def test_corruption_is_reported_as_checksum_mismatch() -> None:
+    corrupted = bytearray(small_file())
+    corrupted[9] ^= 0x40  # low byte of the height: without the CRC it would decode as another size
+    with pytest.raises(RDCFormatError, match="checksum mismatch"):
+        decode_file(bytes(corrupted))
+
+
+def test_sealed_random_edits_raise_only_format_errors() -> None:
+    """A buggy writer's output, CRC and all, must still fail as RDCFormatError, never IndexError."""
+    rng = random.Random(1)
+    body = small_file()[:-4]
+    for _ in range(2000):
+        edited = bytearray(body)
+        for _ in range(rng.randint(1, 3)):
+            edited[rng.randrange(6, len(edited))] = rng.randrange(256)
+        cut = rng.choice([len(edited), rng.randrange(len(edited) + 1)])
+        try:
+            decode_file(with_crc(bytes(edited[:cut])))
+        except RDCFormatError:
+            pass
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"width": 0},
+        {"height": 65536},
+        {"mode": "RGB;15"},
+        {"model_id": b"short"},
+        {"model_name": "x" * 256},
+        {"seed": -1},
+        {"seed": 2**64},
+        {"num_inference_steps": 65536},
+    ],
+)
+def test_encode_refuses_out_of_range_fields(overrides: dict) -> None:
+    with pytest.raises(ValueError) as info:
+        encode_file(RDCFile(make_header(**overrides), (b"y", b"z")))
+    assert not isinstance(info.value, RDCError)  # a caller's bug, not a bad file
+
+
+@pytest.mark.parametrize("sections", [(), (b"s",) * 256])
+def test_encode_refuses_bad_section_counts(sections: tuple[bytes, ...]) -> None:
+    with pytest.raises(ValueError):
+        encode_file(RDCFile(make_header(), sections))
+
+
+def test_check_model_names_both_models() -> None:
+    header = decode_file(small_file()).header
+    check_model(header, MODEL_ID, "tiny")  # same model: no error
+
+    other_id = bytes.fromhex("fedcba9876543210")
+    with pytest.raises(RDCModelMismatchError) as info:
+        check_model(header, other_id, "rdc-large")
+    message = str(info.value)
+    for part in ("tiny", MODEL_ID.hex(), "rdc-large", other_id.hex()):
+        assert part in message
+    assert isinstance(info.value, RDCFormatError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"width": 12.0}, {"seed": True}, {"model_id": "0123456789abcdef"}, {"model_name": b"tiny"}],
+)
+def test_encode_refuses_wrong_types(overrides: dict) -> None:
+    with pytest.raises(TypeError):
+        encode_file(RDCFile(make_header(**overrides), (b"y", b"z")))
