@@ -69,19 +69,17 @@ def test_fast_and_refined_decodes_differ_and_refined_is_deterministic(tiny_pipel
 
 
 def test_a_reloaded_pipeline_decodes_old_files_bit_exactly(tiny_pipeline, tiny_model_dir):
-    """The fast decode is bit-exact; the refined one agrees to float rounding only.
+    """A file written before save_pretrained decodes to the same pixels after from_pretrained, fast and refined.
 
-    diffusers loads the unet's safetensors weights in place (``low_cpu_mem_usage``), so they sit at other
-    memory alignments than freshly built ones and MKL picks other summation orders (measured: 2.7e-6). Two
-    loads of the same folder do agree bit for bit (see the subprocess test below).
+    (The unet is loaded into freshly allocated parameters: with diffusers' zero-copy loading, the weights'
+    memory alignment differed and the refined output drifted by ~3e-6.)
     """
     data = tiny_pipeline.compress(random_image(48, 80))  # written by the in-memory pipeline
 
     reloaded = load_pipeline(tiny_model_dir)
 
     np.testing.assert_array_equal(decode_np(reloaded, data, refine=False), decode_np(tiny_pipeline, data, refine=False))
-    np.testing.assert_allclose(decode_np(reloaded, data), decode_np(tiny_pipeline, data), rtol=0, atol=1e-4)
-    np.testing.assert_array_equal(decode_np(reloaded, data), decode_np(load_pipeline(tiny_model_dir), data))
+    np.testing.assert_array_equal(decode_np(reloaded, data), decode_np(tiny_pipeline, data))
 
 
 DECODE_SCRIPT = """
