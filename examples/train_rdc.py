@@ -94,34 +94,21 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
     codec, optimizer, aux_optimizer, loader = accelerator.prepare(codec, optimizer, aux_optimizer, loader)
     step = resume(accelerator, output)
     val_images = validation_images(args.val_dir).to(accelerator.device)
-    start = time.time()
-    while step < args.iterations:
-        for x in loader:
-            if late_phase(step, args, start):
-                for group in optimizer.param_groups:
-                    group["lr"] = args.final_lr
-            losses = rate_distortion_loss(codec(x), x, args.lmbda)
-            optimizer.zero_grad()
-            accelerator.backward(losses["loss"])
-            accelerator.clip_grad_norm_(net_params, 1.0)
-            optimizer.step()
-            aux_loss = accelerator.unwrap_model(codec).aux_loss()
-            aux_optimizer.zero_grad()
-            accelerator.backward(aux_loss)
-            aux_optimizer.step()
-            step += 1
-            out_of_time = args.max_minutes is not None and time.time() - start > 60 * args.max_minutes
-            if step % args.log_every == 0:
-                log(step, {k: v.item() for k, v in losses.items()} | {"aux": aux_loss.item()})
-            if step % args.val_every == 0 or step == args.iterations or out_of_time:
-                model = accelerator.unwrap_model(codec)
-                log(step, validate_codec(model, val_images))
-                accelerator.save_state(output / "checkpoint")
-                save_step(output, step)
-            if step >= args.iterations or out_of_time:
-                break
-        if out_of_time:
-            break
+
+    def train_step(x: torch.Tensor) -> dict:
+        losses = rate_distortion_loss(codec(x), x, args.lmbda)
+        optimizer.zero_grad()
+        accelerator.backward(losses["loss"])
+        accelerator.clip_grad_norm_(net_params, 1.0)
+        optimizer.step()
+        aux_loss = accelerator.unwrap_model(codec).aux_loss()
+        aux_optimizer.zero_grad()
+        accelerator.backward(aux_loss)
+        aux_optimizer.step()
+        return losses | {"aux": aux_loss}
+
+    run_loop(args, accelerator, loader, optimizer, step, train_step,
+             lambda: validate_codec(accelerator.unwrap_model(codec), val_images), log)
     if accelerator.is_main_process:
         accelerator.unwrap_model(codec).save_pretrained(output / "codec")
 
@@ -185,47 +172,37 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    start = time.time()
+    def train_step(x: torch.Tensor) -> dict:
+        with torch.no_grad():
+            coded = codec(x)
+            x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
+        r = (x - x_init) * scale
+        noise = torch.randn_like(r)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
+        few = torch.rand(x.shape[0], device=x.device) < args.few_step_fraction
+        t = torch.where(few, few_steps.to(x.device)[torch.randint(len(few_steps), t.shape, device=x.device)], t)
+        r_t = noise_scheduler.add_noise(r, noise, t)
+        pred = unet(r_t, t, x_init=x_init, y_hat=y_hat).sample
+        r0 = predicted_sample(noise_scheduler, pred, r_t, t)
+        mse = torch.nn.functional.mse_loss(r0, r)
+        perceptual = lpips((x_init + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
+        loss = mse + args.rho * perceptual
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        ema.step(unet.parameters())
+        return {"loss": loss, "mse": mse, "lpips": perceptual}
+
+    def validate() -> dict:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+        scores = validate_residual(make_pipeline(accelerator.unwrap_model(unet)), val_images)
+        ema.restore(unet.parameters())
+        return scores
+
     log(step, {"residual_scale": scale, "params": sum(p.numel() for p in unet.parameters())})
-    while step < args.iterations:
-        for x in loader:
-            if late_phase(step, args, start):
-                for group in optimizer.param_groups:
-                    group["lr"] = args.final_lr
-            with torch.no_grad():
-                coded = codec(x)
-                x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
-            r = (x - x_init) * scale
-            noise = torch.randn_like(r)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
-            few = torch.rand(x.shape[0], device=x.device) < args.few_step_fraction
-            t = torch.where(few, few_steps.to(x.device)[torch.randint(len(few_steps), t.shape, device=x.device)], t)
-            r_t = noise_scheduler.add_noise(r, noise, t)
-            pred = unet(r_t, t, x_init=x_init, y_hat=y_hat).sample
-            r0 = predicted_sample(noise_scheduler, pred, r_t, t)
-            mse = torch.nn.functional.mse_loss(r0, r)
-            perceptual = lpips((x_init + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
-            loss = mse + args.rho * perceptual
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-            optimizer.step()
-            ema.step(unet.parameters())
-            step += 1
-            out_of_time = args.max_minutes is not None and time.time() - start > 60 * args.max_minutes
-            if step % args.log_every == 0:
-                log(step, {"loss": loss.item(), "mse": mse.item(), "lpips": perceptual.item()})
-            if step % args.val_every == 0 or step >= args.iterations or out_of_time:
-                ema.store(unet.parameters())
-                ema.copy_to(unet.parameters())
-                log(step, validate_residual(make_pipeline(accelerator.unwrap_model(unet)), val_images))
-                ema.restore(unet.parameters())
-                accelerator.save_state(output / "checkpoint")
-                save_step(output, step)
-            if step >= args.iterations or out_of_time:
-                break
-        if out_of_time:
-            break
+    run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)
     if accelerator.is_main_process:
         unet = accelerator.unwrap_model(unet)
         ema.copy_to(unet.parameters())
@@ -256,6 +233,29 @@ def predicted_sample(scheduler, model_output: torch.Tensor, sample: torch.Tensor
     if scheduler.config.prediction_type == "epsilon":
         return (sample - (1 - alpha).sqrt() * model_output) / alpha.sqrt()
     return alpha.sqrt() * sample - (1 - alpha).sqrt() * model_output  # v_prediction
+
+
+def run_loop(args, accelerator, loader, optimizer, step: int, train_step, validate, log) -> None:
+    """The loop both stages share: lr drop in the last fifth, logging, validation + checkpoint, time budget."""
+    output = Path(args.output)
+    start = time.time()
+    while step < args.iterations:
+        for x in loader:
+            if late_phase(step, args, start):
+                for group in optimizer.param_groups:
+                    group["lr"] = args.final_lr
+            losses = train_step(x)
+            step += 1
+            done = step >= args.iterations or (
+                args.max_minutes is not None and time.time() - start > 60 * args.max_minutes)
+            if step % args.log_every == 0:
+                log(step, {k: v.item() for k, v in losses.items()})
+            if step % args.val_every == 0 or done:
+                log(step, validate())
+                accelerator.save_state(output / "checkpoint")
+                save_step(output, step)
+            if done:
+                return
 
 
 def late_phase(step: int, args: argparse.Namespace, start: float) -> bool:

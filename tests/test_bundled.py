@@ -1,0 +1,58 @@
+"""The model shipped inside the package: loads offline by its short name and is the CLI's default."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rdc_diffusers import RDCPipeline
+from rdc_diffusers.cli import main
+from rdc_diffusers.metrics.quality import psnr
+from rdc_diffusers.pretrained import DEFAULT_MODEL, bundled_models
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    pipe = RDCPipeline.from_pretrained(DEFAULT_MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def crop():
+    return Image.open(EXAMPLE).convert("RGB").crop((256, 128, 448, 320))  # 192 x 192
+
+
+def test_the_default_model_is_bundled():
+    assert DEFAULT_MODEL in bundled_models()
+
+
+def test_the_bundled_model_is_trained(bundled, crop):
+    """A random codec scores ~10 dB; the shipped one must actually reconstruct the image."""
+    data = bundled.compress(crop)
+    fast = bundled.decompress(data, refine=False, output_type="pt").images
+    reference = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    assert 0.05 < 8 * len(data) / (192 * 192) < 2.0
+    assert psnr(fast, reference) > 25
+
+
+def test_the_bundled_model_refines_deterministically(bundled, crop):
+    data = bundled.compress(crop)
+    first = bundled.decompress(data, output_type="np").images
+    second = bundled.decompress(data, output_type="np").images
+    fast = bundled.decompress(data, refine=False, output_type="np").images
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, fast)
+
+
+def test_rdc_uses_the_bundled_model_by_default(tmp_path, crop, capsys):
+    crop.save(tmp_path / "crop.png")
+    assert main(["compress", str(tmp_path / "crop.png"), "-o", str(tmp_path / "crop.rdc")]) == 0
+    assert main(["decompress", str(tmp_path / "crop.rdc"), "-o", str(tmp_path / "out.png"), "--fast"]) == 0
+    assert main(["info", str(tmp_path / "crop.rdc")]) == 0
+    assert f"model:       {DEFAULT_MODEL}" in capsys.readouterr().out
+    assert Image.open(tmp_path / "out.png").size == (192, 192)
