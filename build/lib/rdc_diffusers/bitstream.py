@@ -1,0 +1,198 @@
+"""The ``.rdc`` byte format: the one place that writes and reads it (spec: ``docs/bitstream.md``).
+
+Keeping every byte-level decision here means a format change touches one file, and every way a
+file can be wrong surfaces as one exception type, :class:`~rdc_diffusers.errors.RDCFormatError`.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import RDCFormatError, RDCModelMismatchError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MODES",
+    "RDCFile",
+    "RDCHeader",
+    "check_model",
+    "decode_file",
+    "encode_file",
+]
+
+MAGIC = b"\x89RDC"  # the 0x89 high byte keeps text tools from taking the file for text, like PNG
+FORMAT_VERSION = 1
+
+# Original PIL modes that can be recorded; the index is the byte written, so only ever append.
+MODES: tuple[str, ...] = (
+    "RGB", "L", "LA", "RGBA", "P", "PA", "1", "I;16", "I;16B", "I;16L",
+    "I", "F", "CMYK", "YCbCr", "RGBX", "LAB", "HSV", "La", "RGBa", "I;16N",
+)  # fmt: skip
+
+MODEL_ID_SIZE = 8
+MAX_NAME_BYTES = 255
+MAX_SECTIONS = 255
+
+# magic | version | flags | width | height | mode | model_id | name_len
+_PREFIX = struct.Struct(">4sBBHHB8sB")
+# seed | num_inference_steps | n_sections
+_MIDDLE = struct.Struct(">QHB")
+_U32 = struct.Struct(">I")
+# The smallest well-formed file: empty name, one empty section.
+MIN_FILE_SIZE = _PREFIX.size + _MIDDLE.size + _U32.size + _U32.size
+
+
+@dataclass(frozen=True)
+class RDCHeader:
+    """What a decoder needs besides the entropy-coded payloads."""
+
+    width: int  # original image size in pixels (before any padding), 1..65535
+    height: int
+    mode: str  # original PIL mode of the input, one of MODES
+    model_id: bytes  # exactly 8 bytes: fingerprint of the model that wrote the file
+    model_name: str  # human-readable name of that model, utf-8, at most 255 bytes
+    seed: int  # sampling seed for refinement, 0 <= seed < 2**64
+    num_inference_steps: int  # default refinement steps, 0..65535
+
+
+@dataclass(frozen=True)
+class RDCFile:
+    """A header plus its entropy-coded payloads, e.g. ``(y_string, z_string)``."""
+
+    header: RDCHeader
+    sections: tuple[bytes, ...]  # 1..255 sections
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    """Return ``value`` as an int in ``[lo, hi]``; ``TypeError``/``ValueError`` otherwise (a caller's bug)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not lo <= number <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
+    return number
+
+
+def encode_file(file: RDCFile) -> bytes:
+    """Serialize ``file``; bad fields raise ``ValueError`` (``TypeError`` for wrong types), never a bad file."""
+    h = file.header
+    width = _check_int("width", h.width, 1, 0xFFFF)
+    height = _check_int("height", h.height, 1, 0xFFFF)
+    if h.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {h.mode!r}")
+    if not isinstance(h.model_id, (bytes, bytearray)):
+        raise TypeError(f"model_id must be bytes, got {type(h.model_id).__name__}")
+    if len(h.model_id) != MODEL_ID_SIZE:
+        raise ValueError(f"model_id must be {MODEL_ID_SIZE} bytes, got {h.model_id!r}")
+    if not isinstance(h.model_name, str):
+        raise TypeError(f"model_name must be a str, got {type(h.model_name).__name__}")
+    name = h.model_name.encode("utf-8")
+    if len(name) > MAX_NAME_BYTES:
+        raise ValueError(f"model_name must be at most {MAX_NAME_BYTES} utf-8 bytes, got {len(name)}")
+    seed = _check_int("seed", h.seed, 0, 2**64 - 1)
+    steps = _check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
+    sections = [bytes(s) for s in file.sections]
+    if not 1 <= len(sections) <= MAX_SECTIONS:
+        raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS} sections, got {len(sections)}")
+    for i, s in enumerate(sections):
+        if len(s) > 0xFFFFFFFF:
+            raise ValueError(f"section {i} is {len(s)} bytes, more than a u32 length can record")
+
+    body = bytearray(
+        _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, width, height, MODES.index(h.mode), bytes(h.model_id), len(name))
+    )
+    body += name
+    body += _MIDDLE.pack(seed, steps, len(sections))
+    for s in sections:
+        body += _U32.pack(len(s))
+    for s in sections:
+        body += s
+    body += _U32.pack(zlib.crc32(body))
+    return bytes(body)
+
+
+def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
+    """Parse an ``.rdc`` file; any bad input raises :class:`RDCFormatError` and nothing else.
+
+    The CRC is checked before any field past the version is trusted, so corruption is reported
+    as corruption rather than as whatever nonsense the flipped field happens to spell.
+    """
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    elif isinstance(data, bytearray):
+        data = bytes(data)
+    elif not isinstance(data, bytes):
+        raise RDCFormatError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
+
+    # Foreign data is reported as foreign even when it is short; a prefix of the magic is truncation.
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise RDCFormatError("not an .rdc file (bad magic bytes)")
+    if len(data) < MIN_FILE_SIZE:
+        raise RDCFormatError(f"truncated file: {len(data)} bytes, an .rdc file has at least {MIN_FILE_SIZE}")
+    version = data[len(MAGIC)]
+    if version > FORMAT_VERSION:
+        raise RDCFormatError(f"written by a newer format version {version}; this reader supports {FORMAT_VERSION}")
+    if version != FORMAT_VERSION:
+        raise RDCFormatError(f"unknown format version {version}; this reader supports {FORMAT_VERSION}")
+    (stored_crc,) = _U32.unpack_from(data, len(data) - _U32.size)
+    body = data[: -_U32.size]
+    if zlib.crc32(body) != stored_crc:
+        raise RDCFormatError("checksum mismatch: the file is corrupted or truncated")
+
+    # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
+    _, _, flags, width, height, mode_index, model_id, name_len = _PREFIX.unpack_from(body, 0)
+    if flags != 0:
+        raise RDCFormatError(f"unsupported feature flags 0x{flags:02x}; this reader supports none")
+    if width < 1 or height < 1:
+        raise RDCFormatError(f"invalid image size {width}x{height}")
+    if mode_index >= len(MODES):
+        raise RDCFormatError(f"unknown image mode index {mode_index}")
+    pos = _PREFIX.size
+    if pos + name_len + _MIDDLE.size > len(body):
+        raise RDCFormatError("model name runs past the end of the header")
+    try:
+        model_name = body[pos : pos + name_len].decode("utf-8")
+    except UnicodeDecodeError:
+        raise RDCFormatError("model name is not valid utf-8") from None
+    pos += name_len
+    seed, steps, n_sections = _MIDDLE.unpack_from(body, pos)
+    pos += _MIDDLE.size
+    if n_sections == 0:
+        raise RDCFormatError("file has no sections")
+    if pos + n_sections * _U32.size > len(body):
+        raise RDCFormatError("section table runs past the end of the file")
+    lengths = struct.unpack_from(f">{n_sections}I", body, pos)
+    pos += n_sections * _U32.size
+    if pos + sum(lengths) != len(body):
+        raise RDCFormatError(f"section lengths add up to {sum(lengths)} bytes but the file holds {len(body) - pos}")
+    sections = []
+    for n in lengths:
+        sections.append(body[pos : pos + n])
+        pos += n
+
+    header = RDCHeader(
+        width=width,
+        height=height,
+        mode=MODES[mode_index],
+        model_id=model_id,
+        model_name=model_name,
+        seed=seed,
+        num_inference_steps=steps,
+    )
+    return RDCFile(header=header, sections=tuple(sections))
+
+
+def check_model(header: RDCHeader, model_id: bytes, model_name: str) -> None:
+    """Refuse a file written by another model: its latents would decode to garbage, not fail loudly."""
+    if bytes(header.model_id) != bytes(model_id):
+        raise RDCModelMismatchError(
+            f"file was written by model {header.model_name!r} (id {bytes(header.model_id).hex()}) "
+            f"but the loaded model is {model_name!r} (id {bytes(model_id).hex()})"
+        )

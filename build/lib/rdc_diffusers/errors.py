@@ -1,0 +1,21 @@
+"""Typed exceptions, so callers can tell a bad file or a bad image from a bug in rdc-diffusers."""
+
+from __future__ import annotations
+
+__all__ = ["RDCError", "RDCFormatError", "RDCModelMismatchError", "UnsupportedImageError"]
+
+
+class RDCError(Exception):
+    """Base of every error rdc-diffusers raises on purpose."""
+
+
+class RDCFormatError(RDCError, ValueError):
+    """The bytes are not a valid .rdc file (truncated, corrupted, foreign, unsupported version)."""
+
+
+class RDCModelMismatchError(RDCFormatError):
+    """A valid file written by another model than the one decoding it."""
+
+
+class UnsupportedImageError(RDCError, ValueError):
+    """An input image this codec cannot take (mode, shape, dtype, size)."""

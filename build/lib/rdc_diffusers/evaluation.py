@@ -1,0 +1,275 @@
+"""Rate, distortion, perception and speed of an :class:`RDCPipeline` and of classical codecs, per image.
+
+Follows the protocol of docs/METHOD.md:
+
+* **rate**: ``bpp = 8 · len(file) / (width · height)`` from the bytes actually written (the ``.rdc`` header, or
+  the whole JPEG/WebP/AVIF file), never from likelihoods;
+* **distortion**: PSNR on 8-bit RGB after rounding and clamping, MS-SSIM with ``data_range=1``
+  (``NaN`` for images with a side below 161 px, see :mod:`rdc_diffusers.metrics.quality`);
+* **perception**: LPIPS (AlexNet, v0.1); ``NaN`` with a warning when the optional LPIPS packages are missing;
+* **speed**: wall-clock seconds of one encode and of each decode; :func:`summarize` reports medians.
+
+Every metric is computed on the 8-bit image a user would save: the pipeline's decoded tensor is rounded to
+multiples of 1/255 first (exactly what ``output_type="pil"`` gives for RGB input), the classical codecs' output
+is 8-bit already. The reference is ``to_tensor(open_image(path))``, i.e. the same pixels the encoder sees.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, features
+
+from .image_io import open_image, to_tensor
+from .metrics.quality import lpips, ms_ssim, psnr
+
+CLASSICAL_CODECS = ("jpeg", "webp", "avif")
+"""Codec names :func:`evaluate_classical` knows; ``avif`` only where Pillow was built with libavif."""
+
+_RESERVED_DECODE_KEYS = ("output_type", "return_dict")
+_lpips_warned = False
+
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit grid (what saving as PNG does)."""
+    return x.detach().float().clamp(0, 1).mul(255).round().div(255)
+
+
+def _lpips(a: torch.Tensor, b: torch.Tensor) -> float:
+    """LPIPS as a float, or NaN (warning once) when the optional packages are not installed."""
+    global _lpips_warned
+    try:
+        with torch.no_grad():
+            return float(lpips(a, b)[0])
+    except ImportError as err:
+        if not _lpips_warned:
+            warnings.warn(f"LPIPS is reported as NaN: {err}", stacklevel=3)
+            _lpips_warned = True
+        return float("nan")
+
+
+def _scores(reference: torch.Tensor, decoded: torch.Tensor) -> dict[str, float]:
+    reference, decoded = reference.cpu().float(), _quantize(decoded.cpu())
+    return {"psnr": psnr(reference, decoded), "ms_ssim": ms_ssim(reference, decoded),
+            "lpips": _lpips(reference, decoded)}
+
+
+def _say(log: Callable[[str], None] | None, message: str) -> None:
+    if log is not None:
+        log(message)
+
+
+def evaluate_pipeline(
+    pipe,
+    paths: Iterable[str | Path],
+    *,
+    decodes: dict[str, dict],
+    method: str | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Compress each image once, decode the bytes once per named decode config, and score each decode.
+
+    Args:
+        pipe: an :class:`~rdc_diffusers.RDCPipeline` (its scheduler is used as it is; swap it between calls to
+            compare schedulers).
+        paths: image files.
+        decodes: ``{name: keyword arguments of pipe.decompress}``, e.g.
+            ``{"fast": {"refine": False}, "ddim-2": {"num_inference_steps": 2}}``.
+        method: the ``method`` field of the records (default: ``pipe.model_name``).
+        seed: the seed written into the files (the refinement noise).
+        log: called with a one-line progress message per image and decode (e.g. ``print``).
+
+    Returns:
+        One record per image and decode: ``image, method, decode, scheduler, steps, width, height, bytes,
+        bpp, psnr, ms_ssim, lpips, encode_s, decode_s``. ``steps`` is 0 for an unrefined decode and
+        ``scheduler`` then ``None``; ``encode_s`` is the same single encode for every decode of an image.
+    """
+    for name, kwargs in decodes.items():
+        bad = [k for k in _RESERVED_DECODE_KEYS if k in kwargs]
+        if bad:
+            raise ValueError(f"decode {name!r}: {', '.join(bad)} is set by evaluate_pipeline, leave it out")
+    method = pipe.model_name if method is None else method
+    default_steps = pipe.config.default_num_inference_steps
+    records = []
+    for path in map(Path, paths):
+        image = open_image(path)
+        reference, _ = to_tensor(image)
+        height, width = reference.shape[-2:]
+        start = time.perf_counter()
+        data = pipe.compress(image, seed=seed)
+        encode_s = time.perf_counter() - start
+        for name, kwargs in decodes.items():
+            start = time.perf_counter()
+            decoded = pipe.decompress(data, output_type="pt", **kwargs).images
+            decode_s = time.perf_counter() - start
+            refined = kwargs.get("refine", True)
+            steps = kwargs.get("num_inference_steps")
+            steps = (default_steps if steps is None else steps) if refined else 0
+            record = {
+                "image": path.name,
+                "method": method,
+                "decode": name,
+                "scheduler": type(pipe.scheduler).__name__ if steps > 0 else None,
+                "steps": steps,
+                "width": width,
+                "height": height,
+                "bytes": len(data),
+                "bpp": 8 * len(data) / (width * height),
+                **_scores(reference, decoded),
+                "encode_s": encode_s,
+                "decode_s": decode_s,
+            }
+            records.append(record)
+            _say(log, f"{method}/{name} {path.name}: {record['bpp']:.4f} bpp, {record['psnr']:.2f} dB, "
+                      f"LPIPS {record['lpips']:.4f}, decode {decode_s:.2f} s")
+    return records
+
+
+def classical_available(codec: str) -> bool:
+    """Whether Pillow can write ``codec`` here (JPEG always; WebP and AVIF depend on how Pillow was built)."""
+    if codec not in CLASSICAL_CODECS:
+        raise ValueError(f"codec must be one of {CLASSICAL_CODECS}, got {codec!r}")
+    return codec == "jpeg" or bool(features.check(codec))
+
+
+def _encode_classical(image: Image.Image, codec: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    if codec == "jpeg":
+        image.save(buffer, "JPEG", quality=quality, optimize=True)
+    elif codec == "webp":
+        image.save(buffer, "WEBP", quality=quality, method=6)
+    else:
+        image.save(buffer, "AVIF", quality=quality, speed=6)
+    return buffer.getvalue()
+
+
+def evaluate_classical(
+    paths: Iterable[str | Path],
+    codec: str,
+    target_bpp: float,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Code each image with a classical codec at the highest rate not above ``target_bpp``, decode and score it.
+
+    Pillow, in memory: JPEG with ``optimize=True`` (libjpeg-turbo, default 4:2:0 subsampling), WebP with
+    ``method=6``, AVIF with ``speed=6`` (only where ``features.check("avif")``; otherwise ``RuntimeError``).
+    The integer quality 1..100 is binary-searched per image for the highest quality whose file (all of it)
+    is ``<= target_bpp``; this assumes the size grows with the quality, which holds for these encoders up to
+    rare one-step wobbles. If even quality 1 is above the target, quality 1 is used and a warning is issued
+    (the record's ``bpp`` then exceeds ``target_bpp``).
+
+    Returns one record per image: ``image, method (codec), decode ("<=T bpp"), quality, target_bpp, width,
+    height, bytes, bpp, psnr, ms_ssim, lpips, encode_s, decode_s`` (times of the encode at the chosen quality
+    and of decoding it).
+    """
+    if not classical_available(codec):
+        raise RuntimeError(f"this Pillow cannot write {codec.upper()} (features.check({codec!r}) is False)")
+    if not target_bpp > 0:
+        raise ValueError(f"target_bpp must be > 0, got {target_bpp}")
+    records = []
+    for path in map(Path, paths):
+        reference, _ = to_tensor(open_image(path))
+        height, width = reference.shape[-2:]
+        pixels = reference[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+        image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+        cache: dict[int, tuple[bytes, float]] = {}
+
+        def encode(quality: int, image: Image.Image = image, cache: dict = cache) -> bytes:
+            if quality not in cache:
+                start = time.perf_counter()
+                data = _encode_classical(image, codec, quality)
+                cache[quality] = (data, time.perf_counter() - start)
+            return cache[quality][0]
+
+        def rate(quality: int, width: int = width, height: int = height) -> float:
+            return 8 * len(encode(quality)) / (width * height)
+
+        if rate(1) > target_bpp:
+            warnings.warn(f"{codec} {path.name}: quality 1 gives {rate(1):.4f} bpp, above the target "
+                          f"{target_bpp:.4f}; using quality 1", stacklevel=2)
+            best = 1
+        else:
+            best, high = 1, 100  # invariant: rate(best) <= target; every quality above `high` is over it
+            while best < high:
+                middle = (best + high + 1) // 2
+                if rate(middle) <= target_bpp:
+                    best = middle
+                else:
+                    high = middle - 1
+        data, encode_s = cache[best]
+        start = time.perf_counter()
+        with Image.open(io.BytesIO(data)) as decoded_image:
+            decoded_pixels = np.asarray(decoded_image.convert("RGB"))
+        decode_s = time.perf_counter() - start
+        decoded = torch.from_numpy(decoded_pixels.copy()).permute(2, 0, 1)[None].float() / 255
+        record = {
+            "image": path.name,
+            "method": codec,
+            "decode": f"<={target_bpp:.4f}bpp",
+            "quality": best,
+            "target_bpp": target_bpp,
+            "width": width,
+            "height": height,
+            "bytes": len(data),
+            "bpp": 8 * len(data) / (width * height),
+            **_scores(reference, decoded),
+            "encode_s": encode_s,
+            "decode_s": decode_s,
+        }
+        records.append(record)
+        _say(log, f"{codec} {path.name}: q={best}, {record['bpp']:.4f} bpp, {record['psnr']:.2f} dB, "
+                  f"LPIPS {record['lpips']:.4f}")
+    return records
+
+
+def group_name(record: dict) -> str:
+    """The key :func:`summarize` groups by: ``"method/decode"``, or ``"method"`` when there is no decode."""
+    decode = record.get("decode")
+    return f"{record['method']}/{decode}" if decode else str(record["method"])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summarize(records: Sequence[dict]) -> dict[str, dict]:
+    """Per group (:func:`group_name`, in order of first appearance): the mean of every numeric field.
+
+    Each group's entry has ``method``, ``decode``, ``count`` (the number of records, i.e. images), the mean of
+    every numeric field (bools and strings are skipped; a string field equal across the group, like
+    ``scheduler``, is copied), and ``median_encode_s`` / ``median_decode_s``. NaN values (MS-SSIM of images
+    below 161 px, LPIPS without its packages) are left out of a mean; when that happens the entry also has
+    ``<field>_count``, the number of values averaged (a mean of no values is NaN).
+    """
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(group_name(record), []).append(record)
+    summary = {}
+    for key, items in groups.items():
+        entry: dict = {"method": items[0]["method"], "decode": items[0].get("decode"), "count": len(items)}
+        fields = [k for k in items[0] if k not in entry]
+        for field in fields:
+            values = [r.get(field) for r in items]
+            if all(_is_number(v) for v in values):
+                finite = [float(v) for v in values if not math.isnan(v)]
+                entry[field] = statistics.fmean(finite) if finite else float("nan")
+                if len(finite) < len(values):
+                    entry[f"{field}_count"] = len(finite)
+            elif all(isinstance(v, str) or v is None for v in values) and len(set(values)) == 1 and field != "image":
+                entry[field] = values[0]
+        for field in ("encode_s", "decode_s"):
+            times = [r[field] for r in items if _is_number(r.get(field))]
+            if times:
+                entry[f"median_{field}"] = statistics.median(times)
+        summary[key] = entry
+    return summary

@@ -1,0 +1,3 @@
+from .pipeline_rdc import RDCPipeline, RDCPipelineOutput
+
+__all__ = ["RDCPipeline", "RDCPipelineOutput"]

@@ -1,0 +1,268 @@
+"""RDCPipeline: compress an image to bytes, decode them fast (x_init) or refined (x_init + sampled residual)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
+from ..errors import RDCFormatError
+from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..models.codec import RDCCodec
+from ..models.residual_unet import ResidualUNet
+
+DEFAULT_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "clip_sample": False,
+    # "trailing" makes the first of few steps start at t = T, where training put pure noise.
+    "timestep_spacing": "trailing",
+}
+"""Scheduler settings the bundled models were trained with; add the unet's ``prediction_type``."""
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from diffusers import DPMSolverMultistepScheduler
+        >>> from PIL import Image
+        >>> from rdc_diffusers import RDCPipeline
+
+        >>> pipe = RDCPipeline.from_pretrained("rdc-bsds-q3")
+        >>> data = pipe.compress(Image.open("kodim23.png"))              # real rANS bytes
+        >>> fast = pipe.decompress(data, refine=False).images[0]         # fidelity decoder only
+        >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+        >>> refined = pipe.decompress(data, num_inference_steps=4).images[0]
+        ```
+"""
+
+
+@dataclass
+class RDCPipelineOutput(BaseOutput):
+    """Decoded images, the bits per pixel of each file (counted from its bytes) and the files themselves."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    bpp: list[float]
+    data: list[bytes]
+
+
+class RDCPipeline(DiffusionPipeline):
+    r"""Residual diffusion codec (arXiv 2505.13152): a learned codec plus a diffusion model of its error.
+
+    .. code-block:: none
+
+        compress:    x ─codec.compress─► rANS bytes (.rdc file: header, ŷ and ẑ sections, CRC)
+        decompress:  bytes ─codec.decompress─► ŷ, x_init
+                     refine=False: x̂ = x_init
+                     refine=True:  r_T ~ N(0, I) (seeded from the file) ─scheduler × unet(·, t, x_init, ŷ)─► r_0
+                                   x̂ = clamp(x_init + r_0 / residual_scale, 0, 1)
+
+    Components:
+        codec ([`RDCCodec`]): analysis/synthesis transforms and the entropy models; decides the bytes.
+        unet ([`ResidualUNet`]): denoiser of the residual ``x − x_init``.
+        scheduler ([`SchedulerMixin`]): any diffusers scheduler with the unet's ``prediction_type``.
+
+    The file records an 8-byte fingerprint of the codec, so a file is only decoded by the codec that
+    wrote it; the unet and the scheduler may be swapped freely and change only the refinement.
+    """
+
+    model_cpu_offload_seq = "codec->unet"
+    _callback_tensor_inputs = ["residual"]
+
+    def __init__(
+        self,
+        codec: RDCCodec,
+        unet: ResidualUNet,
+        scheduler: SchedulerMixin,
+        default_num_inference_steps: int = 4,
+    ):
+        super().__init__()
+        if codec.alignment % unet.alignment:
+            raise ValueError(f"the unet needs sizes in multiples of {unet.alignment}, which must divide "
+                             f"the codec's {codec.alignment}")
+        self.register_modules(codec=codec, unet=unet, scheduler=scheduler)
+        self.register_to_config(default_num_inference_steps=default_num_inference_steps)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCPipeline:
+        """Load from a folder, a Hub repo id or the name of a bundled model; safetensors only."""
+        from ..pretrained import resolve_model
+
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **kwargs)
+
+    @property
+    def model_name(self) -> str:
+        """A readable name for messages and file headers: the folder's name, or the Hub repo id."""
+        name = str(self.name_or_path or "unsaved-model")
+        path = Path(name)
+        return (path.name if path.exists() else name).encode()[:255].decode(errors="ignore")
+
+    def check_prediction_type(self) -> None:
+        unet_type, scheduler_type = self.unet.config.prediction_type, self.scheduler.config.prediction_type
+        if unet_type != scheduler_type:
+            raise ValueError(
+                f"the unet predicts {unet_type!r} but the scheduler is configured for {scheduler_type!r}; "
+                f"build it with `Scheduler.from_config(pipe.scheduler.config)` or pass prediction_type={unet_type!r}"
+            )
+
+    def prepare_extra_step_kwargs(self, generator: torch.Generator, eta: float) -> dict:
+        # Only DDIM takes eta, and not every scheduler takes a generator.
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        extra = {"eta": eta, "generator": generator}
+        return {k: v for k, v in extra.items() if k in accepted}
+
+    @torch.no_grad()
+    def compress(self, image, *, seed: int = 0, num_inference_steps: int | None = None) -> bytes:
+        """Encode one image (PIL, numpy or torch; any size, any common PIL mode) into ``.rdc`` bytes.
+
+        ``seed`` and ``num_inference_steps`` are stored as the file's refinement defaults, so every
+        decoder of the file draws the same noise and produces the same pixels.
+        """
+        x, mode = to_tensor(image)
+        height, width = x.shape[-2:]
+        # The codec's own device, not _execution_device: under enable_model_cpu_offload the codec stays on the
+        # CPU (its compress/decompress are not forward, so the offload hooks never move it).
+        x = pad_to_multiple(x, self.codec.alignment).to(self.codec.device)
+        out = self.codec.compress(x)
+        header = RDCHeader(
+            width=width,
+            height=height,
+            mode=mode,
+            model_id=self.codec.fingerprint(),
+            model_name=self.model_name,
+            seed=seed,
+            num_inference_steps=self.config.default_num_inference_steps if num_inference_steps is None
+            else num_inference_steps,
+        )
+        return encode_file(RDCFile(header=header, sections=tuple(s[0] for s in out["strings"])))
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        data: bytes,
+        *,
+        refine: bool = True,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
+    ) -> RDCPipelineOutput | tuple:
+        r"""Decode ``.rdc`` bytes.
+
+        Args:
+            data: the file's bytes.
+            refine: sample the residual with the diffusion model; ``False`` returns ``x_init`` (fast).
+            num_inference_steps: sampling steps; default: the value stored in the file.
+            generator: overrides the seed stored in the file (then the output is no longer the one
+                every other decoder of the file sees).
+            eta: DDIM's η (ignored by other schedulers).
+            output_type: ``"pil"``, ``"np"`` (float32 NHWC in [0, 1]) or ``"pt"`` (NCHW in [0, 1]).
+            return_dict: return an [`RDCPipelineOutput`] instead of a tuple.
+            callback_on_step_end: called as ``callback(pipe, i, t, {"residual": r_t})`` after each step;
+                may return a dict replacing ``residual``.
+
+        Raises:
+            RDCFormatError: the bytes are truncated, corrupted, not an ``.rdc`` file, or written by
+                another codec (then [`RDCModelMismatchError`], naming both models).
+        """
+        # 1. Parse the container and check that this codec wrote it.
+        file = decode_file(data)
+        header = file.header
+        check_model(header, self.codec.fingerprint(), self.model_name)
+        device = self._execution_device
+
+        # 2. Entropy-decode ŷ and run the fidelity decoder.
+        shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
+        try:
+            decoded = self.codec.decompress([[s] for s in file.sections], shape)
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise RDCFormatError(f"entropy decoding failed: {err}") from err
+        x_init, y_hat = decoded["x_init"], decoded["y_hat"]
+
+        # 3. Sample the residual.
+        steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
+        if refine and steps > 0:
+            self.check_prediction_type()
+            if generator is None:
+                generator = torch.Generator("cpu").manual_seed(header.seed)
+            dtype = self.unet.dtype
+            x_init_in, y_hat_in = x_init.to(device, dtype), y_hat.to(device, dtype)
+            self.scheduler.set_timesteps(steps, device=device)
+            residual = randn_tensor(x_init.shape, generator=generator, device=device, dtype=dtype)
+            residual = residual * self.scheduler.init_noise_sigma
+            extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+                model_input = self.scheduler.scale_model_input(residual, t)
+                model_output = self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in).sample
+                residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
+                if callback_on_step_end is not None:
+                    tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
+                    residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
+            x_hat = x_init.to(device) + residual.float() / self.unet.config.residual_scale
+        else:
+            x_hat = x_init
+
+        # 4. Crop the padding away and convert.
+        x_hat = crop_to(x_hat.clamp(0, 1), header.height, header.width)
+        images = to_output(x_hat.cpu(), output_type, header.mode)
+        bpp = [8 * len(data) / (header.width * header.height)]
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, bpp, [bytes(data)]
+        return RDCPipelineOutput(images=images, bpp=bpp, data=[bytes(data)])
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        *,
+        seed: int = 0,
+        refine: bool = True,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+    ) -> RDCPipelineOutput | tuple:
+        r"""Compress then decompress one image or a list of images: what a user of the codec would see.
+
+        The decoded images come from the bytes (nothing is shared between encoder and decoder), and
+        ``bpp`` is ``8 · len(bytes) / pixels``. Arguments as in :meth:`compress` and :meth:`decompress`.
+        For a list input with ``output_type`` "np" or "pt", ``images`` is a list with one array per
+        image, since the sizes may differ.
+        """
+        images = image if isinstance(image, list) else [image]
+        results = []
+        for item in images:
+            data = self.compress(item, seed=seed, num_inference_steps=num_inference_steps)
+            results.append(self.decompress(
+                data, refine=refine, generator=generator, eta=eta, output_type=output_type,
+                callback_on_step_end=callback_on_step_end,
+            ))
+        if not isinstance(image, list):
+            decoded = results[0].images
+        elif output_type == "pil":
+            decoded = [im for r in results for im in r.images]
+        else:  # sizes may differ, so one array per image
+            decoded = [r.images[0] for r in results]
+        bpp = [b for r in results for b in r.bpp]
+        data = [d for r in results for d in r.data]
+        if not return_dict:
+            return decoded, bpp, data
+        return RDCPipelineOutput(images=decoded, bpp=bpp, data=data)

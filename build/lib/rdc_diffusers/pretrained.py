@@ -1,0 +1,24 @@
+"""Models shipped inside the package, loadable offline by a short name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+DEFAULT_MODEL = "rdc-bsds-q3"
+"""The model the README's command and `rdc` use when none is named."""
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped with this installation."""
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model_index.json").exists()) \
+        if BUNDLED_DIR.exists() else []
+
+
+def resolve_model(name_or_path: str | Path) -> str | Path:
+    """An existing path stays a path, a bundled name becomes its folder, anything else is a Hub repo id."""
+    if Path(name_or_path).exists():
+        return name_or_path
+    if str(name_or_path) in bundled_models():
+        return BUNDLED_DIR / str(name_or_path)
+    return name_or_path
