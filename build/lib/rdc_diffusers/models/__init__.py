@@ -1,4 +1,0 @@
-from .codec import RDCCodec
-from .residual_unet import ResidualUNet
-
-__all__ = ["RDCCodec", "ResidualUNet"]

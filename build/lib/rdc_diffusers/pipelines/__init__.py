@@ -1,3 +1,0 @@
-from .pipeline_rdc import RDCPipeline, RDCPipelineOutput
-
-__all__ = ["RDCPipeline", "RDCPipelineOutput"]
