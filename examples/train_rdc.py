@@ -1,7 +1,8 @@
 """Train an RDC model in two stages with accelerate (one CPU, one GPU, or `accelerate launch` on many).
 
 Stage 1 (`codec`): the codec on rate + λ·MSE plus the entropy bottleneck's aux loss.
-Stage 2 (`residual`): the residual UNet on the frozen codec's x_init.
+Stage 2 (`residual`): the residual UNet on the frozen codec's x_init (`--mode cdc`: the CDC-style baseline
+that generates the image from ŷ alone, for the ablation).
 
     python examples/train_rdc.py codec --train-dir ../shared/data/train --lmbda 0.0067 --output runs/codec
     python examples/train_rdc.py residual --codec runs/codec --train-dir ../shared/data/train --output runs/rdc
@@ -38,6 +39,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--M", type=int, default=192)
     parser.add_argument("--lmbda", type=float, default=0.0067)
     parser.add_argument("--codec", help="residual stage: folder of the trained (frozen) codec")
+    parser.add_argument("--mode", choices=["residual", "cdc"], default="residual",
+                        help="residual stage: RDC's residual r = x − x_init, or the CDC-style ablation that "
+                             "generates x from ŷ alone (same UNet, no x_init)")
+    parser.add_argument("--init", help="warm start: a codec folder (codec stage) or a unet folder (residual stage) "
+                                       "whose weights replace the random initialisation")
     parser.add_argument("--block-out-channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--cond-channels", type=int, default=16)
     parser.add_argument("--prediction-type", default="sample", choices=["sample", "epsilon", "v_prediction"])
@@ -82,9 +88,15 @@ def validate_codec(codec: RDCCodec, images: torch.Tensor) -> dict:
     return {"val_bpp": 8 * nbytes / images[:, 0].numel(), "val_psnr": sum(scores) / len(scores)}
 
 
+def initial_codec(args: argparse.Namespace) -> RDCCodec:
+    """A random codec, or the ``--init`` one in training mode: ``from_pretrained`` returns eval mode, where the
+    entropy models round instead of adding noise and the rate term no longer reaches the encoder."""
+    return (RDCCodec.from_pretrained(args.init) if args.init else RDCCodec(N=args.N, M=args.M)).train()
+
+
 def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
     output = Path(args.output)
-    codec = RDCCodec(N=args.N, M=args.M)
+    codec = initial_codec(args)
     aux_params = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
     net_params = [p for n, p in codec.named_parameters() if not n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(net_params, lr=args.lr)
@@ -135,6 +147,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     """Stage 2: the codec is frozen; the UNet learns r from noised r_t, given x_init and ŷ.
 
     Loss (``prediction_type="sample"``): MSE(r̂0, r) + ρ·LPIPS(x_init + r̂0, x), as CDC's x0 variant.
+    ``--mode cdc`` replaces x_init by mid-grey and the UNet's x_init input by nothing (see ``ResidualUNet``).
     Half of the batches use the timesteps a few-step sampler visits: an under-trained model drifts
     along its own sampling path, so those steps get most of the training (see ENVIRONMENT.md).
     """
@@ -149,16 +162,22 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     codec = RDCCodec.from_pretrained(args.codec).eval().requires_grad_(False)
     dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    scale = residual_scale(codec, loader)
-    unet = ResidualUNet(
-        latent_channels=codec.config.M, cond_channels=args.cond_channels,
-        block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,
-        residual_scale=scale,
-    )
+    cdc = args.mode == "cdc"
+    scale = 2.0 if cdc else residual_scale(codec, loader)  # CDC-style: the image itself, mapped to [-1, 1]
+    if args.init:
+        unet = ResidualUNet.from_pretrained(args.init).train()
+        unet.register_to_config(residual_scale=scale)
+    else:
+        unet = ResidualUNet(
+            latent_channels=codec.config.M, cond_channels=args.cond_channels,
+            block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,
+            residual_scale=scale, residual=not cdc,
+        )
     noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=args.prediction_type)
     few_steps = few_step_timesteps(DDIMScheduler.from_config(noise_scheduler.config))
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr)
+    unet_base = unet.base
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
     codec.to(accelerator.device)
     ema.to(accelerator.device)
@@ -176,7 +195,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         with torch.no_grad():
             coded = codec(x)
             x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
-        r = (x - x_init) * scale
+        base = unet_base(x_init)
+        r = (x - base) * scale
         noise = torch.randn_like(r)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
         few = torch.rand(x.shape[0], device=x.device) < args.few_step_fraction
@@ -185,7 +205,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         pred = unet(r_t, t, x_init=x_init, y_hat=y_hat).sample
         r0 = predicted_sample(noise_scheduler, pred, r_t, t)
         mse = torch.nn.functional.mse_loss(r0, r)
-        perceptual = lpips((x_init + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
+        perceptual = lpips((base + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
         loss = mse + args.rho * perceptual
         optimizer.zero_grad()
         accelerator.backward(loss)

@@ -1,5 +1,6 @@
 """The model shipped inside the package: loads offline by its short name and is the CLI's default."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,26 @@ def test_rdc_uses_the_bundled_model_by_default(tmp_path, crop, capsys):
     assert main(["info", str(tmp_path / "crop.rdc")]) == 0
     assert f"model:       {DEFAULT_MODEL}" in capsys.readouterr().out
     assert Image.open(tmp_path / "out.png").size == (192, 192)
+
+
+@pytest.mark.parametrize("name", bundled_models())
+def test_every_bundled_model_is_stored_in_float16_and_runs_in_float32(name):
+    """Half the size on disk; the float16 check (issue 3: at most 0.05 dB on Kodak) ships beside the weights."""
+    from safetensors import safe_open
+
+    from rdc_diffusers.pretrained import BUNDLED_DIR
+
+    pipe = RDCPipeline.from_pretrained(name)
+    for component in ("codec", "unet"):
+        model = getattr(pipe, component)
+        with safe_open(BUNDLED_DIR / name / component / "diffusion_pytorch_model.safetensors", "pt") as f:
+            assert {f.get_slice(n).get_dtype() for n, _ in model.named_parameters()} == {"F16"}
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+    check = json.loads((BUNDLED_DIR / name / "training" / "fp16_check.json").read_text())
+    assert check["images"] == 24 and check["psnr_drop_db"] <= 0.05
+
+
+def test_the_bundled_rates_are_ordered(crop):
+    """One model per rate: a lower λ writes fewer bytes for the same image."""
+    sizes = [len(RDCPipeline.from_pretrained(name).compress(crop)) for name in bundled_models()]
+    assert len(sizes) >= 3 and sizes == sorted(sizes)

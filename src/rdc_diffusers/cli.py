@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -46,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     model_help = f"a folder, a Hugging Face Hub repo id, or a bundled model name (default: {DEFAULT_MODEL})"
-    compress = sub.add_parser("compress", help="image -> .rdc file")
-    compress.add_argument("input", type=Path)
+    compress = sub.add_parser("compress", help="image -> .rdc file (or a folder of images -> a folder of .rdc files)")
+    compress.add_argument("input", type=Path, help="an image, or a folder (then -o is a folder; data-parallel "
+                                                  "under accelerate launch)")
     compress.add_argument("-o", "--output", type=Path, required=True)
     compress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     compress.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
@@ -66,6 +68,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print the header of an .rdc file")
     info.add_argument("input", type=Path)
+
+    evaluate = sub.add_parser("eval", help="score a model on a folder of images (data-parallel under accelerate)")
+    evaluate.add_argument("folder", type=Path)
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    evaluate.add_argument("--fast", action="store_true", help="fidelity decoder only (no diffusion)")
+    evaluate.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: the model's)")
+    evaluate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
+                          help="sampler (default: the model's own scheduler)")
+    evaluate.add_argument("-o", "--output", type=Path, default=Path("results.json"),
+                          help="JSON result file; the CSV goes beside it (default: results.json)")
+    evaluate.add_argument("--seed", type=SEED, default=0, help="sampling seed written into the files")
+    evaluate.add_argument("--no-fid", action="store_true", help="skip patch FID/KID (the slowest metric on a CPU)")
+    evaluate.add_argument("--limit", type=_int_in(1, 2**31), default=None, help="only the first N images by name")
+    evaluate.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    bdrate = sub.add_parser("bdrate", help="BD-rates (PSNR, LPIPS) of the curves in B against those in A")
+    bdrate.add_argument("anchor", type=Path, help="result file A (the anchor)")
+    bdrate.add_argument("test", type=Path, help="result file B (the codec under test)")
+
+    plot = sub.add_parser("plot", help="bpp-PSNR and bpp-LPIPS charts of result files (PNG)")
+    plot.add_argument("results", type=Path, nargs="+", help="result files (JSON)")
+    plot.add_argument("-o", "--output", type=Path, required=True, help="folder for rd_psnr.png and rd_lpips.png")
+    plot.add_argument("--force", action="store_true", help="overwrite existing PNGs")
+
+    demo = sub.add_parser("demo", help="serve the Gradio demo locally (needs rdc-diffusers[demo])")
+    demo.add_argument("--port", type=_int_in(1, 65535), default=None, help="default: Gradio's (7860 or the next free)")
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the whole network)")
+    demo.add_argument("--share", choices=["yes", "no"], default="no", help="also open a public gradio.live link")
+    demo.add_argument("--model", action="append", default=None,
+                      help="a model to offer (repeatable; default: every bundled model)")
     return parser
 
 
@@ -104,6 +136,8 @@ def load_pipeline(model: str):
 def run_compress(args: argparse.Namespace) -> None:
     from .image_io import open_image
 
+    if args.input.is_dir():
+        return run_compress_folder(args)
     check_output(args.output, args.force)
     if not args.input.is_file():
         raise CLIError(f"{args.input}: no such file")
@@ -113,6 +147,132 @@ def run_compress(args: argparse.Namespace) -> None:
     write_atomically(args.output, lambda p: p.write_bytes(data))
     bpp = 8 * len(data) / (image.width * image.height)
     print(f"{args.output}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height})")
+
+
+def _list_images(folder: Path, limit: int | None = None) -> list[Path]:
+    from .training import list_images
+
+    if not folder.is_dir():
+        raise CLIError(f"{folder}: no such folder")
+    try:
+        return list_images(folder)[:limit]
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from err
+
+
+def run_compress_folder(args: argparse.Namespace) -> None:
+    """Every image of a folder -> ``OUTDIR/<stem>.rdc``; each process of ``accelerate launch`` takes a share."""
+    from .image_io import open_image
+    from .parallel import map_shards, state
+
+    paths = _list_images(args.input)
+    targets = [args.output / f"{p.stem}.rdc" for p in paths]
+    if len(set(targets)) < len(targets):
+        raise CLIError(f"{args.input}: two images share a name stem, their .rdc files would collide")
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"{args.output} is not a folder (a folder input needs a folder output)")
+    if not args.output.parent.exists():
+        raise CLIError(f"folder {args.output.parent} does not exist")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.force:
+        raise CLIError(f"{existing[0]} already exists (and {len(existing) - 1} more; use --force to overwrite)")
+    args.output.mkdir(exist_ok=True)
+    current = state()
+    pipe = load_pipeline(args.model).to(current.device)
+
+    def work(share: list[Path]) -> list[tuple[str, int, int, int]]:
+        done = []
+        for path in share:
+            image = open_image(path)
+            data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps)
+            target = args.output / f"{path.stem}.rdc"
+            write_atomically(target, lambda p, data=data: p.write_bytes(data))
+            done.append((target.name, len(data), image.width, image.height))
+        return done
+
+    done = map_shards(work, paths)
+    if current.is_main_process:
+        total_bytes = sum(n for _, n, _, _ in done)
+        total_pixels = sum(w * h for _, _, w, h in done)
+        for name, size, width, height in done:
+            print(f"{args.output / name}: {size} bytes, {8 * size / (width * height):.4f} bpp ({width}x{height})")
+        print(f"{len(done)} files, {total_bytes} bytes, {8 * total_bytes / total_pixels:.4f} bpp over all pixels "
+              f"({current.num_processes} process{'es' if current.num_processes > 1 else ''})")
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    import diffusers
+
+    from .evaluation import decode_name, evaluate_pipeline, summarize
+    from .parallel import map_shards, state
+    from .results import csv_path, machine_info, save_results
+
+    if args.fast and (args.steps or args.scheduler):
+        raise CLIError("--fast decodes without refinement: leave out --steps and --scheduler")
+    for path in (args.output, csv_path(args.output)):
+        check_output(path, args.force)
+    paths = _list_images(args.folder, args.limit)
+    current = state()
+    pipe = load_pipeline(args.model).to(current.device)
+    pipe.set_progress_bar_config(disable=True)
+    if args.scheduler:
+        pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
+    steps = 0 if args.fast else (pipe.config.default_num_inference_steps if args.steps is None else args.steps)
+    name = decode_name(type(pipe.scheduler).__name__, steps)
+    decodes = {name: {"refine": False} if steps == 0 else {"num_inference_steps": steps}}
+
+    def work(share: list[Path]) -> list[dict]:
+        return evaluate_pipeline(pipe, share, decodes=decodes, seed=args.seed, fid=not args.no_fid,
+                                 progress=current.is_main_process)
+
+    records = map_shards(work, paths)
+    if not current.is_main_process:
+        return
+    summary = summarize(records, fid=not args.no_fid)
+    info = machine_info(str(current.device)) | {
+        "model": pipe.model_name, "model_arg": str(args.model), "data": str(args.folder), "images": len(paths),
+        "processes": current.num_processes}
+    json_file, csv_file = save_results(args.output, records, summary, info)
+    for key, entry in summary.items():
+        fid = "n/a" if entry.get("fid") is None or entry["fid"] != entry["fid"] else f"{entry['fid']:.2f}"
+        kid = "n/a" if entry.get("kid") is None or entry["kid"] != entry["kid"] else f"{entry['kid']:.4f}"
+        print(f"{key}: {entry['count']} images, {entry['bpp']:.4f} bpp, PSNR {entry['psnr']:.2f} dB, "
+              f"MS-SSIM {entry['ms_ssim']:.4f}, LPIPS {entry['lpips']:.4f}, FID {fid} / KID {kid} "
+              f"({entry.get('patches', 0)} patches), median encode {entry['median_encode_s']:.3f} s, "
+              f"decode {entry['median_decode_s']:.3f} s")
+    print(f"wrote {json_file} and {csv_file}")
+
+
+def run_bdrate(args: argparse.Namespace) -> None:
+    from .bdrate import bd_rate_table
+    from .results import load_results
+
+    anchor, test = load_results(args.anchor), load_results(args.test)
+    same = args.anchor.resolve() == args.test.resolve()
+    rows = bd_rate_table(anchor, test, same_file=same)
+    if not rows:
+        raise CLIError("no pair of curves to compare (each side needs a curve with at least two rates)")
+    print("BD-rate of test vs anchor, % (negative: fewer bits for the same quality; LPIPS as -LPIPS)")
+    for row in rows:
+        print(f"{row['test']} vs {row['anchor']}: PSNR {row['bdrate_psnr']:+.2f} %, "
+              f"LPIPS {row['bdrate_lpips']:+.2f} % ({row['test_points']} vs {row['anchor_points']} points)")
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    from .plotting import plot_files, plot_rd
+    from .results import load_results
+
+    results = [load_results(path) for path in args.results]
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"{args.output} is not a folder")
+    if not args.output.parent.exists():
+        raise CLIError(f"folder {args.output.parent} does not exist")
+    existing = [path for path in plot_files(args.output) if path.exists()]
+    if existing and not args.force:
+        raise CLIError(f"{existing[0]} already exists (use --force to overwrite)")
+    args.output.mkdir(exist_ok=True)
+    for path in plot_rd(results, args.output):
+        print(path)
 
 
 def run_decompress(args: argparse.Namespace) -> None:
@@ -158,15 +318,24 @@ def run_info(args: argparse.Namespace) -> None:
     print(f"sections:    {', '.join(str(len(s)) for s in file.sections)} bytes")
 
 
+def run_demo(args: argparse.Namespace) -> None:
+    if importlib.util.find_spec("gradio") is None:
+        raise CLIError('the demo needs Gradio: pip install "rdc-diffusers[demo]"')
+    from .demo import launch_demo
+
+    launch_demo(port=args.port, share=args.share == "yes", host=args.host, models=args.model)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()  # component loading; the sampling bar stays
-    run = {"compress": run_compress, "decompress": run_decompress, "info": run_info}[args.command]
+    run = {"compress": run_compress, "decompress": run_decompress, "info": run_info, "demo": run_demo,
+           "eval": run_eval, "bdrate": run_bdrate, "plot": run_plot}[args.command]
     try:
         run(args)
-    except (RDCError, CLIError, OSError) as err:
+    except (RDCError, CLIError, OSError, ImportError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rdc {args.command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(err, CLIError) else 1

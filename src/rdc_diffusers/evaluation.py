@@ -7,6 +7,10 @@ Follows the protocol of docs/METHOD.md:
 * **distortion**: PSNR on 8-bit RGB after rounding and clamping, MS-SSIM with ``data_range=1``
   (``NaN`` for images with a side below 161 px, see :mod:`rdc_diffusers.metrics.quality`);
 * **perception**: LPIPS (AlexNet, v0.1); ``NaN`` with a warning when the optional LPIPS packages are missing;
+  patch FID and KID following HiFiC (:mod:`rdc_diffusers.metrics.fid`): each record carries its image's
+  ``patches`` count and, privately, the InceptionV3 features of its original and decoded patches
+  (``_fid_real``/``_fid_fake``, never written to files); :func:`summarize` pools them per method/decode into
+  ``fid``, ``kid``, ``kid_std`` and the total ``patches``. FID/KID exist only per set, never per image;
 * **speed**: wall-clock seconds of one encode and of each decode; :func:`summarize` reports medians.
 
 Every metric is computed on the 8-bit image a user would save: the pipeline's decoded tensor is rounded to
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import statistics
 import time
 import warnings
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, features
+from tqdm.auto import tqdm
 
 from .image_io import open_image, to_tensor
 from .metrics.quality import lpips, ms_ssim, psnr
@@ -35,7 +41,14 @@ CLASSICAL_CODECS = ("jpeg", "webp", "avif")
 """Codec names :func:`evaluate_classical` knows; ``avif`` only where Pillow was built with libavif."""
 
 _RESERVED_DECODE_KEYS = ("output_type", "return_dict")
-_lpips_warned = False
+_SCHEDULER_SHORT_NAMES = {"DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "DPMSolverMultistepScheduler": "dpm"}
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, err: Exception) -> None:
+    if what not in _warned:
+        warnings.warn(f"{what} is reported as NaN: {err}", stacklevel=3)
+        _warned.add(what)
 
 
 def _quantize(x: torch.Tensor) -> torch.Tensor:
@@ -45,21 +58,59 @@ def _quantize(x: torch.Tensor) -> torch.Tensor:
 
 def _lpips(a: torch.Tensor, b: torch.Tensor) -> float:
     """LPIPS as a float, or NaN (warning once) when the optional packages are not installed."""
-    global _lpips_warned
     try:
         with torch.no_grad():
             return float(lpips(a, b)[0])
     except ImportError as err:
-        if not _lpips_warned:
-            warnings.warn(f"LPIPS is reported as NaN: {err}", stacklevel=3)
-            _lpips_warned = True
+        _warn_once("LPIPS", err)
         return float("nan")
 
 
-def _scores(reference: torch.Tensor, decoded: torch.Tensor) -> dict[str, float]:
+def _patch_features(reference: torch.Tensor, decoded: torch.Tensor) -> dict:
+    """``patches`` and the InceptionV3 features of both images' HiFiC patches (none without the packages)."""
+    from .metrics.fid import count_hific_patches, hific_patches, inception_v3_features
+
+    patches = count_hific_patches(*reference.shape[-2:])
+    if patches == 0:
+        return {"patches": 0}
+    try:
+        extractor = inception_v3_features()
+    except ImportError as err:
+        _warn_once("FID/KID", err)
+        return {"patches": patches}
+    return {"patches": patches,
+            "_fid_real": extractor(hific_patches(reference)).numpy(),
+            "_fid_fake": extractor(hific_patches(decoded)).numpy()}
+
+
+def _scores(reference: torch.Tensor, decoded: torch.Tensor, fid: bool = True) -> dict:
     reference, decoded = reference.cpu().float(), _quantize(decoded.cpu())
-    return {"psnr": psnr(reference, decoded), "ms_ssim": ms_ssim(reference, decoded),
-            "lpips": _lpips(reference, decoded)}
+    scores = {"psnr": psnr(reference, decoded), "ms_ssim": ms_ssim(reference, decoded),
+              "lpips": _lpips(reference, decoded)}
+    return scores | (_patch_features(reference, decoded) if fid else {})
+
+
+def decode_name(scheduler: str | None, steps: int) -> str:
+    """The ``decode`` name of a configuration: ``"fast"`` without refinement, else e.g. ``"ddim-4"``."""
+    if steps == 0 or scheduler is None:
+        return "fast"
+    return f"{_SCHEDULER_SHORT_NAMES.get(scheduler, scheduler.lower())}-{steps}"
+
+
+def curve_name(record: dict) -> str:
+    """Which rate-distortion curve a record or summary entry belongs to (for BD-rates and plots).
+
+    A classical codec (a record with ``target_bpp``) is one curve per codec (``"jpeg"``). A model is one
+    curve per model family and decode: a trailing ``-q<N>`` (the rate point) is dropped from the model name, so
+    ``rdc-bsds-q1/fast``, ``rdc-bsds-q3/fast`` and ``rdc-bsds-q5/fast`` form the curve ``rdc-bsds/fast``.
+    An explicit ``curve`` field wins.
+    """
+    if record.get("curve"):
+        return str(record["curve"])
+    if "target_bpp" in record:
+        return str(record["method"])
+    family = re.sub(r"-q\d+$", "", str(record["method"]))
+    return f"{family}/{record['decode']}" if record.get("decode") else family
 
 
 def _say(log: Callable[[str], None] | None, message: str) -> None:
@@ -74,6 +125,8 @@ def evaluate_pipeline(
     decodes: dict[str, dict],
     method: str | None = None,
     seed: int = 0,
+    fid: bool = True,
+    progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Compress each image once, decode the bytes once per named decode config, and score each decode.
@@ -86,11 +139,14 @@ def evaluate_pipeline(
             ``{"fast": {"refine": False}, "ddim-2": {"num_inference_steps": 2}}``.
         method: the ``method`` field of the records (default: ``pipe.model_name``).
         seed: the seed written into the files (the refinement noise).
+        fid: extract the patch features FID/KID are computed from (the slowest metric on a CPU).
+        progress: show a tqdm progress bar over the images.
         log: called with a one-line progress message per image and decode (e.g. ``print``).
 
     Returns:
         One record per image and decode: ``image, method, decode, scheduler, steps, width, height, bytes,
-        bpp, psnr, ms_ssim, lpips, encode_s, decode_s``. ``steps`` is 0 for an unrefined decode and
+        bpp, psnr, ms_ssim, lpips, patches, encode_s, decode_s`` (+ the private features, see the module doc).
+        ``steps`` is 0 for an unrefined decode and
         ``scheduler`` then ``None``; ``encode_s`` is the same single encode for every decode of an image.
     """
     for name, kwargs in decodes.items():
@@ -100,7 +156,7 @@ def evaluate_pipeline(
     method = pipe.model_name if method is None else method
     default_steps = pipe.config.default_num_inference_steps
     records = []
-    for path in map(Path, paths):
+    for path in tqdm(list(map(Path, paths)), desc=method, unit="image", disable=not progress):
         image = open_image(path)
         reference, _ = to_tensor(image)
         height, width = reference.shape[-2:]
@@ -124,7 +180,7 @@ def evaluate_pipeline(
                 "height": height,
                 "bytes": len(data),
                 "bpp": 8 * len(data) / (width * height),
-                **_scores(reference, decoded),
+                **_scores(reference, decoded, fid),
                 "encode_s": encode_s,
                 "decode_s": decode_s,
             }
@@ -157,6 +213,8 @@ def evaluate_classical(
     codec: str,
     target_bpp: float,
     *,
+    fid: bool = True,
+    progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Code each image with a classical codec at the highest rate not above ``target_bpp``, decode and score it.
@@ -168,8 +226,11 @@ def evaluate_classical(
     rare one-step wobbles. If even quality 1 is above the target, quality 1 is used and a warning is issued
     (the record's ``bpp`` then exceeds ``target_bpp``).
 
+    For a curve, call it once per target rate (e.g. 0.1 to 1.0 bpp): every rate is its own ``decode`` group
+    and :func:`curve_name` joins them into one curve per codec.
+
     Returns one record per image: ``image, method (codec), decode ("<=T bpp"), quality, target_bpp, width,
-    height, bytes, bpp, psnr, ms_ssim, lpips, encode_s, decode_s`` (times of the encode at the chosen quality
+    height, bytes, bpp, psnr, ms_ssim, lpips, patches, encode_s, decode_s`` (times of the encode at the chosen quality
     and of decoding it).
     """
     if not classical_available(codec):
@@ -177,7 +238,8 @@ def evaluate_classical(
     if not target_bpp > 0:
         raise ValueError(f"target_bpp must be > 0, got {target_bpp}")
     records = []
-    for path in map(Path, paths):
+    for path in tqdm(list(map(Path, paths)), desc=f"{codec} <={target_bpp:g} bpp", unit="image",
+                     disable=not progress):
         reference, _ = to_tensor(open_image(path))
         height, width = reference.shape[-2:]
         pixels = reference[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -222,7 +284,7 @@ def evaluate_classical(
             "height": height,
             "bytes": len(data),
             "bpp": 8 * len(data) / (width * height),
-            **_scores(reference, decoded),
+            **_scores(reference, decoded, fid),
             "encode_s": encode_s,
             "decode_s": decode_s,
         }
@@ -242,22 +304,27 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def summarize(records: Sequence[dict]) -> dict[str, dict]:
+def summarize(records: Sequence[dict], *, fid: bool = True) -> dict[str, dict]:
     """Per group (:func:`group_name`, in order of first appearance): the mean of every numeric field.
 
-    Each group's entry has ``method``, ``decode``, ``count`` (the number of records, i.e. images), the mean of
-    every numeric field (bools and strings are skipped; a string field equal across the group, like
-    ``scheduler``, is copied), and ``median_encode_s`` / ``median_decode_s``. NaN values (MS-SSIM of images
-    below 161 px, LPIPS without its packages) are left out of a mean; when that happens the entry also has
-    ``<field>_count``, the number of values averaged (a mean of no values is NaN).
+    Each group's entry has ``method``, ``decode``, ``curve`` (:func:`curve_name`), ``count`` (the number of
+    records, i.e. images), the mean of every numeric field (bools and strings are skipped; a string field equal
+    across the group, like ``scheduler``, is copied), and ``median_encode_s`` / ``median_decode_s``. NaN values
+    (MS-SSIM of images below 161 px, LPIPS without its packages) are left out of a mean; when that happens the
+    entry also has ``<field>_count``, the number of values averaged (a mean of no values is NaN).
+
+    ``patches`` is the group's total patch count, not a mean. When the records carry patch features and
+    ``fid`` is true, the entry gets ``fid``, ``kid`` and ``kid_std`` over all the group's patches
+    (:func:`rdc_diffusers.metrics.fid.fid_kid`; NaN below 2 patches). Private fields (``_*``) are not copied.
     """
     groups: dict[str, list[dict]] = {}
     for record in records:
         groups.setdefault(group_name(record), []).append(record)
     summary = {}
     for key, items in groups.items():
-        entry: dict = {"method": items[0]["method"], "decode": items[0].get("decode"), "count": len(items)}
-        fields = [k for k in items[0] if k not in entry]
+        entry: dict = {"method": items[0]["method"], "decode": items[0].get("decode"),
+                       "curve": curve_name(items[0]), "count": len(items)}
+        fields = [k for k in items[0] if k not in entry and not k.startswith("_") and k != "patches"]
         for field in fields:
             values = [r.get(field) for r in items]
             if all(_is_number(v) for v in values):
@@ -271,5 +338,15 @@ def summarize(records: Sequence[dict]) -> dict[str, dict]:
             times = [r[field] for r in items if _is_number(r.get(field))]
             if times:
                 entry[f"median_{field}"] = statistics.median(times)
+        if any("patches" in r for r in items):
+            entry["patches"] = sum(int(r.get("patches", 0)) for r in items)
+        with_features = [r for r in items if "_fid_real" in r]
+        if fid and with_features:
+            from .metrics.fid import fid_kid
+
+            real = torch.from_numpy(np.concatenate([r["_fid_real"] for r in with_features]))
+            fake = torch.from_numpy(np.concatenate([r["_fid_fake"] for r in with_features]))
+            scores = fid_kid(real, fake)
+            entry.update(fid=scores["fid"], kid=scores["kid"], kid_std=scores["kid_std"])
         summary[key] = entry
     return summary

@@ -32,6 +32,10 @@ class ResidualUNet(ModelMixin, ConfigMixin):
     * **No attention** (``DownBlock2D``/``UpBlock2D``, ``add_attention=False``): attention dominated
       the CPU cost in measurements and the residual is a local signal.
 
+    ``residual=False`` builds the CDC-style baseline of the ablation (Yang & Mandt 2023): the same UNet
+    generates the image itself from ŷ alone — no ``x_init`` input — as ``r = (x − ½)·residual_scale``
+    around a constant grey base. It exists to measure what the residual formulation buys.
+
     The UNet sees the residual multiplied by ``residual_scale`` (≈ 1/std of r on training data), so
     the scheduler's unit-variance noise matches its scale. ``prediction_type`` must equal the
     scheduler's; the pipeline checks it.
@@ -48,6 +52,7 @@ class ResidualUNet(ModelMixin, ConfigMixin):
         norm_num_groups: int = 8,
         prediction_type: str = "sample",
         residual_scale: float = 1.0,
+        residual: bool = True,
     ):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -65,7 +70,7 @@ class ResidualUNet(ModelMixin, ConfigMixin):
         self.shuffle = nn.PixelShuffle(downscale)
         depth = len(block_out_channels)
         self.unet = UNet2DModel(
-            in_channels=2 * 3 * downscale**2 + cond_channels,
+            in_channels=(2 if residual else 1) * 3 * downscale**2 + cond_channels,
             out_channels=3 * downscale**2,
             block_out_channels=block_out_channels,
             down_block_types=("DownBlock2D",) * depth,
@@ -103,8 +108,14 @@ class ResidualUNet(ModelMixin, ConfigMixin):
     ) -> UNet2DOutput | tuple:
         """Predict (per ``prediction_type``) from the noisy scaled residual ``sample`` at ``timestep``.
 
-        ``x_init`` is in [0, 1] at the resolution of ``sample``; ``y_hat`` is the decoded latent.
+        ``x_init`` is in [0, 1] at the resolution of ``sample`` (unused when ``residual=False``);
+        ``y_hat`` is the decoded latent.
         """
-        inputs = torch.cat([self.unshuffle(sample), self.unshuffle(x_init * 2 - 1), self.cond(y_hat)], dim=1)
+        pixels = [self.unshuffle(sample)] + ([self.unshuffle(x_init * 2 - 1)] if self.config.residual else [])
+        inputs = torch.cat([*pixels, self.cond(y_hat)], dim=1)
         out = self.shuffle(self.unet(inputs, timestep).sample)
         return UNet2DOutput(sample=out) if return_dict else (out,)
+
+    def base(self, x_init: Tensor) -> Tensor:
+        """What the sampled ``r / residual_scale`` is added to: ``x_init``, or mid-grey for the CDC-style model."""
+        return x_init if self.config.residual else torch.full_like(x_init, 0.5)

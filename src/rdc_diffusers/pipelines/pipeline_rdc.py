@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,25 @@ class RDCPipeline(DiffusionPipeline):
             raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
         kwargs["use_safetensors"] = True
         return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False,
+                        model_card: str | None = None, repo_id: str | None = None, **kwargs) -> None:
+        """diffusers' save, plus README.md (the model card; ``model_card`` text, else rendered from the config)
+        and ``pipeline.py`` for ``custom_pipeline`` loading; ``push_to_hub=True`` uploads the folder as saved."""
+        from .. import hub
+
+        upload_kwargs = {k: kwargs.pop(k) for k in ("token", "private", "commit_message", "create_pr") if k in kwargs}
+        super().save_pretrained(save_directory, **kwargs)
+        repo_id = repo_id or (str(save_directory).split(os.path.sep)[-1] if push_to_hub else None)
+        hub.write_model_files(self, save_directory, model_card=model_card, repo_id=repo_id)
+        if push_to_hub:
+            hub.upload(save_directory, repo_id, **upload_kwargs)
+
+    def push_to_hub(self, repo_id: str, *, model_card: str | None = None, **kwargs):
+        """Upload weights, configs, the model card and ``pipeline.py`` to ``repo_id`` (huggingface_hub)."""
+        from .. import hub
+
+        return hub.push_to_hub(self, repo_id, model_card=model_card, **kwargs)
 
     @property
     def model_name(self) -> str:
@@ -213,7 +233,7 @@ class RDCPipeline(DiffusionPipeline):
                 if callback_on_step_end is not None:
                     tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
                     residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
-            x_hat = x_init.to(device) + residual.float() / self.unet.config.residual_scale
+            x_hat = self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
         else:
             x_hat = x_init
 

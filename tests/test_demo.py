@@ -1,0 +1,126 @@
+"""The Gradio demo, served on 127.0.0.1 and driven through its named API endpoints with gradio_client."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402 (only with the demo extra)
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from rdc_diffusers.demo import build_demo  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
+MAX_PIXELS = 64 * 64
+MAX_UPLOAD_MB = 0.02
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir):
+    """The demo with the tiny model and small limits, so the limits are easy to hit."""
+    demo = build_demo({"tiny-rdc": tiny_model_dir}, max_pixels=MAX_PIXELS, max_upload_mb=MAX_UPLOAD_MB)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_endpoints_are_named(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/compress", "/decompress"}
+
+
+def test_round_trip_shows_the_pixels_the_library_decodes(client, tiny_pipeline, tmp_path):
+    Image.open(EXAMPLE).crop((256, 128, 320, 176)).save(tmp_path / "crop.png")  # 64x48 of kodim23
+    original, fast, refined, slider, table, stats, rdc = client.predict(
+        handle_file(tmp_path / "crop.png"), "tiny-rdc", "DDIM", 2, 7, "refined", api_name="/compress")
+
+    data = Path(rdc).read_bytes()
+    assert Path(rdc).name == "crop.rdc"
+    assert stats["bpp"] == pytest.approx(8 * len(data) / (64 * 48))
+    assert f"{stats['bpp']:.4f} bpp" in table
+    assert set(stats["decodes"]) == {"fast", "refined"} and stats["decodes"]["fast"]["psnr"] > 0
+    # PNG outputs: exactly the pixels of the library's own decodes of the downloaded file.
+    assert np.array_equal(pixels(original), pixels(tmp_path / "crop.png"))
+    assert np.array_equal(pixels(fast), np.asarray(tiny_pipeline.decompress(data, refine=False).images[0]))
+    assert np.array_equal(pixels(refined), np.asarray(tiny_pipeline.decompress(data).images[0]))
+    assert [Path(p).read_bytes() for p in slider] == [Path(original).read_bytes(), Path(refined).read_bytes()]
+
+
+def test_fast_only_skips_the_diffusion(client, tmp_path):
+    random_image(32, 48).save(tmp_path / "x.png")
+    _, fast, refined, _, _, stats, _ = client.predict(
+        handle_file(tmp_path / "x.png"), "tiny-rdc", "DDPM", 3, 0, "fast", api_name="/compress")
+    assert refined is None and set(stats["decodes"]) == {"fast"}
+
+
+@pytest.mark.parametrize("scheduler", ["DDIM", "DPM-Solver"])
+def test_uploaded_rdc_file_decodes_with_its_stored_seed_and_steps(client, tiny_pipeline, tmp_path, scheduler):
+    data = tiny_pipeline.compress(random_image(40, 56, seed=3), seed=11, num_inference_steps=2)
+    (tmp_path / "x.rdc").write_bytes(data)
+    original, fast, refined, _, table, stats, rdc = client.predict(
+        handle_file(tmp_path / "x.rdc"), "tiny-rdc", scheduler, -1, "refined", api_name="/decompress")
+
+    assert original is None and rdc is None
+    assert (stats["seed"], stats["steps"], stats["scheduler"]) == (11, 2, scheduler)
+    assert stats["bpp"] == pytest.approx(8 * len(data) / (40 * 56)) and "bpp" in table
+    assert np.array_equal(pixels(fast), np.asarray(tiny_pipeline.decompress(data, refine=False).images[0]))
+    if scheduler == "DDIM":  # the model's own scheduler: the same pixels as `rdc decompress`
+        assert np.array_equal(pixels(refined), np.asarray(tiny_pipeline.decompress(data).images[0]))
+
+
+def test_a_corrupted_rdc_file_gets_a_readable_error(client, tiny_pipeline, tmp_path):
+    data = bytearray(tiny_pipeline.compress(random_image(16, 16)))
+    data[-3] ^= 0xFF
+    (tmp_path / "bad.rdc").write_bytes(bytes(data))
+    with pytest.raises(AppError, match="Cannot decode this file: checksum mismatch"):
+        client.predict(handle_file(tmp_path / "bad.rdc"), "tiny-rdc", "DDIM", -1, "refined", api_name="/decompress")
+
+
+def test_a_png_renamed_to_rdc_gets_a_readable_error(client, tmp_path):
+    random_image(16, 16).save(tmp_path / "photo.png")
+    (tmp_path / "photo.rdc").write_bytes((tmp_path / "photo.png").read_bytes())
+    with pytest.raises(AppError, match="Cannot decode this file"):
+        client.predict(handle_file(tmp_path / "photo.rdc"), "tiny-rdc", "DDIM", -1, "fast", api_name="/decompress")
+
+
+def test_too_many_pixels_is_refused_before_decoding(client, tmp_path):
+    Image.new("RGB", (80, 60), "gray").save(tmp_path / "big.png")  # 4800 px > 4096, a few hundred bytes
+    with pytest.raises(AppError, match=r"80x60 = 0.0048 MP; this demo takes up to 0.0041 MP"):
+        client.predict(handle_file(tmp_path / "big.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
+
+
+def test_too_large_upload_is_refused(client, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (60, 180, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise2.png")  # ~32 KB of incompressible noise > 0.02 MB
+    with pytest.raises(AppError, match="accepts up to 0.02 MB"):
+        client.predict(handle_file(tmp_path / "noise2.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
+
+
+def test_the_space_app_builds_the_bundled_demo():
+    import runpy
+
+    app = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "gradio_app" / "app.py"))
+    demo = app["demo"]
+    assert isinstance(demo, gr.Blocks)
+    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Rate (model)")
+    from rdc_diffusers.pretrained import bundled_models
+
+    assert [c[0] for c in dropdown.choices] == bundled_models()
