@@ -27,8 +27,6 @@ from rdc_diffusers.evaluation import evaluate_pipeline, summarize
 from rdc_diffusers.results import machine_info, save_results
 from rdc_diffusers.training import list_images
 
-STEPS = (1, 2, 4)
-
 
 def _fmt(value, digits: int) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
@@ -48,6 +46,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kodak"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation"))
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4], help="DDIM step counts to decode with")
     args = parser.parse_args()
     paths = list_images(args.data)[: args.limit]
 
@@ -59,7 +58,7 @@ def main() -> int:
     for label, name in models.items():
         pipe = load(name)
         fingerprints.add(pipe.codec.fingerprint())
-        decodes = {f"ddim-{n}": {"num_inference_steps": n} for n in STEPS}
+        decodes = {f"ddim-{n}": {"num_inference_steps": n} for n in args.steps}
         if label == "residual":
             decodes = {"fast": {"refine": False}} | decodes
         records += evaluate_pipeline(pipe, paths, decodes=decodes, method=label, log=log)
