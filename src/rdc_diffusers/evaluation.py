@@ -41,7 +41,6 @@ CLASSICAL_CODECS = ("jpeg", "webp", "avif")
 """Codec names :func:`evaluate_classical` knows; ``avif`` only where Pillow was built with libavif."""
 
 _RESERVED_DECODE_KEYS = ("output_type", "return_dict")
-_SCHEDULER_SHORT_NAMES = {"DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "DPMSolverMultistepScheduler": "dpm"}
 _warned: set[str] = set()
 
 
@@ -94,7 +93,10 @@ def decode_name(scheduler: str | None, steps: int) -> str:
     """The ``decode`` name of a configuration: ``"fast"`` without refinement, else e.g. ``"ddim-4"``."""
     if steps == 0 or scheduler is None:
         return "fast"
-    return f"{_SCHEDULER_SHORT_NAMES.get(scheduler, scheduler.lower())}-{steps}"
+    from .cli import SCHEDULERS
+
+    short_names = {cls: short for short, cls in SCHEDULERS.items()}
+    return f"{short_names.get(scheduler, scheduler.lower())}-{steps}"
 
 
 def curve_name(record: dict) -> str:

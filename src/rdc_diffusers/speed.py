@@ -29,8 +29,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli import SCHEDULERS as SCHEDULER_CLASSES
+
 STEPS = (1, 2, 4, 8, 16, 50)
-SCHEDULERS = ("ddpm", "ddim", "dpm")
+SCHEDULERS = tuple(SCHEDULER_CLASSES)  # ("ddpm", "ddim", "dpm"): the names `rdc --scheduler` takes
 
 __all__ = ["SCHEDULERS", "STEPS", "measure", "speed_configs", "speed_table"]
 
@@ -63,7 +65,6 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
     import diffusers
     import torch
 
-    from .cli import SCHEDULERS as SCHEDULER_CLASSES
     from .image_io import open_image
     from .pipelines.pipeline_rdc import RDCPipeline
 
