@@ -179,6 +179,9 @@ def run_compress_folder(args: argparse.Namespace) -> None:
     args.output.mkdir(exist_ok=True)
     current = state()
     pipe = load_pipeline(args.model).to(current.device)
+    # Every process checks for existing outputs above; none may write before all have checked,
+    # or a fast process's new files would look like old ones to a slow one.
+    current.wait_for_everyone()
 
     def work(share: list[Path]) -> list[tuple[str, int, int, int]]:
         done = []
