@@ -3,6 +3,12 @@
     python examples/export_fp16.py runs/rdc_q3/pipeline --output src/rdc_diffusers/bundled/rdc-bsds-q3 \
         --data ../shared/data/kodak
 
+With ``--inter-codec``, only the video inter codec is exported, into ``<output>/inter_codec`` beside the image
+model ``<output>`` it was trained with, checked on the frames of ``--data`` (a clip) coded with P-frames:
+
+    python examples/export_fp16.py src/rdc_diffusers/bundled/rdc-bsds-q3 --inter-codec runs/inter/inter_codec \
+        --data ../shared/data/video/BasketballPass_416x240 --output src/rdc_diffusers/bundled/rdc-bsds-q3 --force
+
 Only the *storage* is float16: the parameters are rounded to float16 and saved that way, and loading
 upcasts them to float32 again (the codec always runs in float32, see ``RDCCodec.from_pretrained``). The
 rounded weights *are* the shipped model, so the entropy tables are rebuilt from them before saving, and
@@ -22,6 +28,7 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -64,7 +71,10 @@ def main() -> None:
     parser.add_argument("--default-steps", type=int, default=None,
                         help="refinement steps new files record (default: keep the model's); chosen from validation")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--inter-codec", type=Path, default=None, help="export this inter codec (see above)")
     args = parser.parse_args()
+    if args.inter_codec is not None:
+        return export_inter_codec(args)
     if args.output.exists() and not args.force:
         raise SystemExit(f"{args.output} exists; pass --force to overwrite it")
 
@@ -104,6 +114,49 @@ def main() -> None:
         raise SystemExit("the float16 files do not reload to the measured model; not trusted")
     (args.output / "training").mkdir(exist_ok=True)
     (args.output / "training" / "fp16_check.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def export_inter_codec(args: argparse.Namespace) -> None:
+    """Round the inter codec's parameters to float16; keep them if the clip's PSNR (GOP 8) drops by <= max_drop."""
+    from rdc_diffusers import RDCInterCodec, RDCVideoPipeline
+    from rdc_diffusers.metrics.quality import psnr
+    from rdc_diffusers.video_io import read_video
+
+    target = args.output / "inter_codec"
+    if target.exists() and not args.force:
+        raise SystemExit(f"{target} exists; pass --force to overwrite it")
+    image = RDCPipeline.from_pretrained(args.model)
+    full = RDCInterCodec.from_pretrained(args.inter_codec)
+    half = copy.deepcopy(full)
+    for param in half.parameters():
+        param.data = param.data.half().float()
+    half.update(force=True)
+    frames = read_video(args.data, max_frames=args.limit).frames
+    source = torch.stack([torch.from_numpy(np.asarray(f)).permute(2, 0, 1) for f in frames]).float() / 255
+    report = {"frames": len(frames), "data": str(args.data), "gop_size": 8, "max_drop_db": args.max_drop}
+    for name, inter in (("fp32", full), ("fp16", half)):
+        pipe = RDCVideoPipeline(codec=image.codec, inter_codec=inter, unet=image.unet, scheduler=image.scheduler,
+                                default_num_inference_steps=image.config.default_num_inference_steps)
+        pipe.set_progress_bar_config(disable=True)
+        data = pipe.compress(frames, gop_size=8)
+        for decode, kwargs in (("fast", {"refine": False}), ("refined", {})):
+            decoded = pipe.decompress(data, output_type="pt", **kwargs).frames
+            report[f"psnr_{decode}_{name}"] = statistics.fmean(
+                psnr(decoded[t : t + 1], source[t : t + 1]) for t in range(len(frames)))
+        report[f"bpp_{name}"] = 8 * len(data) / (source[0, 0].numel() * len(frames))
+    report["psnr_drop_db"] = max(report[f"psnr_{d}_fp32"] - report[f"psnr_{d}_fp16"] for d in ("fast", "refined"))
+    print(json.dumps(report, indent=2))
+    if report["psnr_drop_db"] > args.max_drop:
+        raise SystemExit(f"float16 storage costs {report['psnr_drop_db']:.3f} dB > {args.max_drop} dB; not written")
+    half.save_pretrained(target)
+    store_parameters_as_half(half, target)
+    config = json.loads((target / "config.json").read_text())
+    config.pop("_name_or_path", None)
+    (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if RDCInterCodec.from_pretrained(target).fingerprint() != half.fingerprint():
+        raise SystemExit("the float16 files do not reload to the measured model; not trusted")
+    (args.output / "training").mkdir(exist_ok=True)
+    (args.output / "training" / "inter_fp16_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
 Stage 1 (`codec`): the codec on rate + λ·MSE plus the entropy bottleneck's aux loss.
 Stage 2 (`residual`): the residual UNet on the frozen codec's x_init (`--mode cdc`: the CDC-style baseline
 that generates the image from ŷ alone, for the ablation).
+Video (`inter`): the P-frame codec on synthetic clips (moving crops of the stills), each clip's first frame
+coded by the frozen image codec, the next ones predicted from the previous decoded frame.
 
     python examples/train_rdc.py codec --train-dir ../shared/data/train --lmbda 0.0067 --output runs/codec
-    python examples/train_rdc.py residual --codec runs/codec --train-dir ../shared/data/train --output runs/rdc
+    python examples/train_rdc.py residual --codec runs/codec/codec --train-dir ../shared/data/train --output runs/rdc
+    python examples/train_rdc.py inter --codec runs/codec/codec --train-dir ../shared/data/train --N 64 --M 96 \
+        --output runs/inter
 
 Every run writes `train_log.jsonl` and `args.json` into its output folder, checkpoints with
 `accelerator.save_state` into `<output>/checkpoint` (resumed automatically when present) and ends with
@@ -26,19 +30,20 @@ from accelerate.utils import set_seed
 from PIL import Image
 
 from rdc_diffusers.models.codec import RDCCodec
-from rdc_diffusers.training import ImageFolderDataset, list_images, psnr, rate_distortion_loss
+from rdc_diffusers.training import ImageFolderDataset, MovingCropDataset, list_images, psnr, rate_distortion_loss
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["codec", "residual"])
+    parser.add_argument("stage", choices=["codec", "residual", "inter"])
     parser.add_argument("--train-dir", required=True)
     parser.add_argument("--val-dir", default="../shared/data/bsds_test", help="first 4 images, centre 256 crops")
     parser.add_argument("--output", required=True)
     parser.add_argument("--N", type=int, default=128)
     parser.add_argument("--M", type=int, default=192)
     parser.add_argument("--lmbda", type=float, default=0.0067)
-    parser.add_argument("--codec", help="residual stage: folder of the trained (frozen) codec")
+    parser.add_argument("--codec", help="residual and inter stages: folder of the trained (frozen) image codec")
+    parser.add_argument("--frames", type=int, default=3, help="inter stage: frames per synthetic clip (1 I + P)")
     parser.add_argument("--mode", choices=["residual", "cdc"], default="residual",
                         help="residual stage: RDC's residual r = x − x_init, or the CDC-style ablation that "
                              "generates x from ŷ alone (same UNet, no x_init)")
@@ -108,7 +113,8 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
     def train_step(x: torch.Tensor) -> dict:
-        losses = rate_distortion_loss(codec(x), x, args.lmbda)
+        out = codec(x)
+        losses = rate_distortion_loss(out["likelihoods"], out["x_init"], x, args.lmbda)
         optimizer.zero_grad()
         accelerator.backward(losses["loss"])
         accelerator.clip_grad_norm_(net_params, 1.0)
@@ -123,6 +129,75 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
              lambda: validate_codec(accelerator.unwrap_model(codec), val_images), log)
     if accelerator.is_main_process:
         accelerator.unwrap_model(codec).save_pretrained(output / "codec")
+
+
+def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
+    """Video: the P-frame codec learns to code frame k against its own decoded frame k − 1.
+
+    Loss: the sum over the P-frames of rate + λ·MSE. Frame 0 is the frozen image codec's decoded output,
+    as at decode time; the gradient stops at each reference (as in the SSF paper), so a clip of n frames
+    trains n − 1 P-frame steps whose references carry the model's own coding errors.
+    """
+    from rdc_diffusers.models.inter_codec import RDCInterCodec
+
+    output = Path(args.output)
+    codec = RDCCodec.from_pretrained(args.codec).eval().requires_grad_(False)
+    model = (RDCInterCodec.from_pretrained(args.init) if args.init else RDCInterCodec(N=args.N, M=args.M)).train()
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(net_params, lr=args.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    dataset = MovingCropDataset(args.train_dir, args.crop_size, frames=args.frames, repeat=100)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    model, optimizer, aux_optimizer, loader = accelerator.prepare(model, optimizer, aux_optimizer, loader)
+    codec.to(accelerator.device)
+    step = resume(accelerator, output)
+    val_clips = torch.stack([MovingCropDataset(args.val_dir, 192, frames=args.frames)[i] for i in range(4)])
+
+    def train_step(clip: torch.Tensor) -> dict:
+        with torch.no_grad():
+            x_ref = codec(clip[:, 0])["x_init"].clamp(0, 1)
+        losses = []
+        for k in range(1, clip.shape[1]):
+            out = model(clip[:, k], x_ref)
+            losses.append(rate_distortion_loss(out["likelihoods"], out["x_hat"], clip[:, k], args.lmbda))
+            x_ref = out["x_hat"].detach().clamp(0, 1)
+        mean = {key: sum(loss[key] for loss in losses) / len(losses) for key in losses[0]}
+        optimizer.zero_grad()
+        accelerator.backward(mean["loss"])
+        accelerator.clip_grad_norm_(net_params, 1.0)
+        optimizer.step()
+        aux_loss = accelerator.unwrap_model(model).aux_loss()
+        aux_optimizer.zero_grad()
+        accelerator.backward(aux_loss)
+        aux_optimizer.step()
+        return mean | {"aux": aux_loss}
+
+    run_loop(args, accelerator, loader, optimizer, step, train_step,
+             lambda: validate_inter(codec, accelerator.unwrap_model(model), val_clips.to(accelerator.device)), log)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(output / "inter_codec")
+
+
+@torch.no_grad()
+def validate_inter(codec: RDCCodec, model, clips: torch.Tensor) -> dict:
+    """Real bytes: bpp and PSNR of the I-frames and of the P-frames of a few held-out synthetic clips."""
+    model.eval()
+    bits, scores = {"i": 0, "p": 0}, {"i": [], "p": []}
+    for clip in clips:
+        coded = codec.compress(clip[:1])
+        x_ref = codec.decompress(coded["strings"], coded["shape"])["x_init"]
+        bits["i"] += 8 * sum(len(s[0]) for s in coded["strings"])
+        scores["i"].append(psnr(x_ref, clip[:1]))
+        for x in clip[1:].split(1):
+            coded = model.compress(x, x_ref)
+            x_ref = model.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
+            bits["p"] += 8 * sum(len(s[0]) for s in coded["strings"])
+            scores["p"].append(psnr(x_ref, x))
+    model.train()
+    pixels = clips[0, 0, 0].numel()
+    return {f"val_{kind}_bpp": bits[kind] / (pixels * len(scores[kind])) for kind in bits} | {
+        f"val_{kind}_psnr": sum(scores[kind]) / len(scores[kind]) for kind in scores}
 
 
 def few_step_timesteps(scheduler) -> torch.Tensor:
@@ -311,7 +386,7 @@ def main() -> None:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
 
-    {"codec": train_codec, "residual": train_residual}[args.stage](args, accelerator, log)
+    {"codec": train_codec, "residual": train_residual, "inter": train_inter}[args.stage](args, accelerator, log)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import os
 import sys
 import sysconfig
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from PIL import Image
 
 import rdc_diffusers
 from rdc_diffusers import RDCCodec, RDCPipeline, ResidualUNet
+from rdc_diffusers.cli import main
 from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
 # The repository sits beside `shared/` (here and in CI).
@@ -103,3 +105,21 @@ def kodak_image() -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+class Run(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def rdc(capsys):
+    """Run ``rdc ARGS...`` in this process: returns (exit code, stdout, stderr)."""
+
+    def run(*args) -> Run:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    return run

@@ -1,17 +1,22 @@
 """The model shipped inside the package: loads offline by its short name and is the CLI's default."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_DIR, PYTHON, python_env
 from PIL import Image
 
 from rdc_diffusers import RDCPipeline
 from rdc_diffusers.cli import main
+from rdc_diffusers.image_io import to_tensor as image_tensor
 from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.pretrained import DEFAULT_MODEL, bundled_models
+from rdc_diffusers.video_bitstream import decode_video_file
+from rdc_diffusers.video_io import read_video
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
 
@@ -80,3 +85,29 @@ def test_the_bundled_rates_are_ordered(crop):
     """One model per rate: a lower λ writes fewer bytes for the same image."""
     sizes = [len(RDCPipeline.from_pretrained(name).compress(crop)) for name in bundled_models()]
     assert len(sizes) >= 3 and sizes == sorted(sizes)
+
+
+def test_the_issue_6_commands_on_basketballpass(tmp_path):
+    """`rdc compress-video CLIP -o clip.rdcv` then `rdc decompress-video clip.rdcv -o clip.mp4`, default model:
+    32 frames of 416x240 come back, and the P-frames cost fewer bits than the I-frames at a similar PSNR."""
+    clip = DATA_DIR / "video" / "BasketballPass_416x240"
+    if not clip.is_dir():
+        pytest.skip(f"{clip} not available")
+    for command in (["compress-video", str(clip), "-o", "clip.rdcv"],
+                    ["decompress-video", "clip.rdcv", "-o", "clip.mp4", "--frames-dir", "frames"]):
+        done = subprocess.run([PYTHON, "-m", "rdc_diffusers.cli", *command], cwd=tmp_path, env=python_env(),
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    decoded = read_video(tmp_path / "clip.mp4")
+    assert len(decoded.frames) == 32 and {f.size for f in decoded.frames} == {(416, 240)}
+
+    file = decode_video_file((tmp_path / "clip.rdcv").read_bytes())
+    bits = {kind: [8 * sum(map(len, s)) for t, s in zip(file.frame_types, file.sections, strict=True)
+                   if t == kind]
+            for kind in "IP"}
+    assert np.mean(bits["P"]) < 0.8 * np.mean(bits["I"])
+    frames = read_video(tmp_path / "frames").frames
+    source = read_video(clip).frames
+    scores = {kind: [psnr(image_tensor(frames[t])[0], image_tensor(source[t])[0]) for t in range(32)
+                     if file.frame_types[t] == kind] for kind in "IP"}
+    assert np.mean(scores["P"]) > np.mean(scores["I"]) - 1.5

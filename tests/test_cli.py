@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
-from conftest import PYTHON, load_pipeline, python_env, random_image
+from conftest import PYTHON, Run, load_pipeline, python_env, random_image
 from diffusers import DDIMScheduler
 from PIL import Image
 
 from rdc_diffusers.cli import main
-
-
-class Run(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def rdc(capsys):
-    """Run ``rdc ARGS...`` in this process: returns (exit code, stdout, stderr)."""
-
-    def run(*args) -> Run:
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
-
-    return run
 
 
 @pytest.fixture

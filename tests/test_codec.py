@@ -150,3 +150,13 @@ def test_fingerprint_depends_on_the_config():
     torch.manual_seed(0)
     b = RDCCodec(N=16, M=32)
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_latent_is_the_y_hat_that_coding_gives():
+    torch.manual_seed(0)
+    codec = RDCCodec(N=16, M=24)  # training mode: the module's own forward would add noise
+    x = torch.rand(1, 3, 64, 128)
+    coded = codec.compress(x)
+    decoded = codec.decompress(coded["strings"], coded["shape"])["y_hat"]
+    assert torch.allclose(codec.latent(x), decoded, atol=1e-5)
+    assert torch.equal(codec.latent(x), codec.latent(x))

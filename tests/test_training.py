@@ -1,5 +1,5 @@
 """The training recipe (examples/train_rdc.py) run for real on a tiny model: both stages, the CDC-style
-baseline, warm starts, and outputs that load as pipelines."""
+baseline, the video inter codec, warm starts, and outputs that load as pipelines."""
 
 import argparse
 import importlib.util
@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, load_pipeline, python_env, random_image
+from conftest import PYTHON, build_tiny_pipeline, load_pipeline, python_env, random_image
 
-from rdc_diffusers import RDCCodec
+from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
 TINY = ["--crop-size", "64", "--batch-size", "2", "--iterations", "2", "--log-every", "1", "--val-every", "100"]
@@ -35,7 +35,7 @@ def train(*args: str) -> list[dict]:
 def photos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     for i in range(3):
-        random_image(256, 256, seed=i).save(folder / f"{i}.png")
+        random_image(320, 320, seed=i).save(folder / f"{i}.png")  # the inter stage validates on 192 px clips
     return folder
 
 
@@ -77,3 +77,16 @@ def test_a_warm_started_codec_run_resumes_from_its_init(codec_run, photos, tmp_p
     assert json.loads((tmp_path / "warm" / "args.json").read_text())["init"] == str(codec_run)
     assert RDCCodec.from_pretrained(tmp_path / "warm" / "codec").config.M == 24  # the init's size, not --M
     assert log[-1]["val_bpp"] > 0
+
+
+def test_the_inter_stage_saves_a_p_frame_codec_for_the_video_pipeline(codec_run, photos, tmp_path):
+    out = tmp_path / "inter"
+    log = train("inter", "--codec", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
+                "--output", str(out), "--N", "8", "--M", "8", "--frames", "3")
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    assert {"val_i_bpp", "val_p_bpp", "val_i_psnr", "val_p_psnr"} <= set(log[-1])  # from real bytes
+    tiny = build_tiny_pipeline()  # its unet takes this codec's 24 latent channels
+    pipe = RDCVideoPipeline(codec=RDCCodec.from_pretrained(codec_run), unet=tiny.unet, scheduler=tiny.scheduler,
+                            inter_codec=RDCInterCodec.from_pretrained(out / "inter_codec"))
+    frames = [random_image(64, 64, seed=s) for s in range(3)]
+    assert pipe.decompress(pipe.compress(frames, gop_size=3), refine=False).frame_types == ["I", "P", "P"]

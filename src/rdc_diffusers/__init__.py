@@ -1,9 +1,11 @@
-"""rdc-diffusers: perceptual image compression with a latent-conditioned residual diffusion decoder."""
+"""rdc-diffusers: perceptual image and video compression with a latent-conditioned residual diffusion decoder."""
 
 from .errors import RDCError, RDCFormatError, RDCModelMismatchError, UnsupportedImageError
 from .models.codec import RDCCodec
+from .models.inter_codec import RDCInterCodec
 from .models.residual_unet import ResidualUNet
 from .pipelines.pipeline_rdc import RDCPipeline, RDCPipelineOutput
+from .pipelines.pipeline_rdc_video import RDCVideoPipeline, RDCVideoPipelineOutput
 
 __version__ = "0.1.0"
 
@@ -11,9 +13,12 @@ __all__ = [
     "RDCCodec",
     "RDCError",
     "RDCFormatError",
+    "RDCInterCodec",
     "RDCModelMismatchError",
     "RDCPipeline",
     "RDCPipelineOutput",
+    "RDCVideoPipeline",
+    "RDCVideoPipelineOutput",
     "ResidualUNet",
     "UnsupportedImageError",
 ]

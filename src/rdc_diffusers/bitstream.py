@@ -67,7 +67,7 @@ class RDCFile:
     sections: tuple[bytes, ...]  # 1..255 sections
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+def check_int(name: str, value: object, lo: int, hi: int) -> int:
     """Return ``value`` as an int in ``[lo, hi]``; ``TypeError``/``ValueError`` otherwise (a caller's bug)."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, got bool")
@@ -83,8 +83,8 @@ def _check_int(name: str, value: object, lo: int, hi: int) -> int:
 def encode_file(file: RDCFile) -> bytes:
     """Serialize ``file``; bad fields raise ``ValueError`` (``TypeError`` for wrong types), never a bad file."""
     h = file.header
-    width = _check_int("width", h.width, 1, 0xFFFF)
-    height = _check_int("height", h.height, 1, 0xFFFF)
+    width = check_int("width", h.width, 1, 0xFFFF)
+    height = check_int("height", h.height, 1, 0xFFFF)
     if h.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {h.mode!r}")
     if not isinstance(h.model_id, (bytes, bytearray)):
@@ -96,8 +96,8 @@ def encode_file(file: RDCFile) -> bytes:
     name = h.model_name.encode("utf-8")
     if len(name) > MAX_NAME_BYTES:
         raise ValueError(f"model_name must be at most {MAX_NAME_BYTES} utf-8 bytes, got {len(name)}")
-    seed = _check_int("seed", h.seed, 0, 2**64 - 1)
-    steps = _check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
+    seed = check_int("seed", h.seed, 0, 2**64 - 1)
+    steps = check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
     sections = [bytes(s) for s in file.sections]
     if not 1 <= len(sections) <= MAX_SECTIONS:
         raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS} sections, got {len(sections)}")

@@ -1,4 +1,4 @@
-"""The `rdc` command: compress, decompress and inspect `.rdc` files from the shell."""
+"""The `rdc` command: compress, decompress and inspect `.rdc` images and `.rdcv` clips from the shell."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "dpm": "DPMSolverMultistepScheduler",
 }
+
+
+def use_scheduler(pipe, name: str | None) -> None:
+    """Swap the pipeline's scheduler for the one a short name (a key of SCHEDULERS) stands for; None keeps it."""
+    import diffusers
+
+    if name is not None:
+        pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
 
 
 class CLIError(Exception):
@@ -66,7 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
                             help="sampler (default: the model's own scheduler)")
     decompress.add_argument("--force", action="store_true", help="overwrite an existing output")
 
-    info = sub.add_parser("info", help="print the header of an .rdc file")
+    video = sub.add_parser("compress-video", help="clip (mp4, y4m, ... or a folder of frames) -> .rdcv file")
+    video.add_argument("input", type=Path, help="a video file PyAV can read, or a folder of frame images")
+    video.add_argument("-o", "--output", type=Path, required=True)
+    video.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    video.add_argument("--gop", type=_int_in(1, 0xFFFF), default=8, help="an I-frame every GOP frames (default: 8)")
+    video.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder (default: 25; "
+                                                               "video files: their own)")
+    video.add_argument("--max-frames", type=_int_in(1, 100_000), default=None, help="only the first N frames")
+    video.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
+    video.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
+    video.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    unvideo = sub.add_parser("decompress-video", help=".rdcv file -> mp4 (and PNG frames)")
+    unvideo.add_argument("input", type=Path)
+    unvideo.add_argument("-o", "--output", type=Path, required=True, help="video file (.mp4)")
+    unvideo.add_argument("--frames-dir", type=Path, default=None, help="also write every frame as PNG here")
+    unvideo.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    unvideo.add_argument("--fast", action="store_true", help="codecs only (no diffusion)")
+    unvideo.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
+    unvideo.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
+                         help="sampler (default: the model's own scheduler)")
+    unvideo.add_argument("--temporal-noise", choices=["warped", "shared", "independent"], default="warped",
+                         help="noise across frames (default: warped along the decoded motion)")
+    unvideo.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    info = sub.add_parser("info", help="print the header of an .rdc or .rdcv file")
     info.add_argument("input", type=Path)
 
     evaluate = sub.add_parser("eval", help="score a model on a folder of images (data-parallel under accelerate)")
@@ -124,11 +157,12 @@ def write_atomically(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_pipeline(model: str):
+def load_pipeline(model: str, video: bool = False):
     from .pipelines.pipeline_rdc import RDCPipeline
+    from .pipelines.pipeline_rdc_video import RDCVideoPipeline
 
     try:
-        return RDCPipeline.from_pretrained(model)
+        return (RDCVideoPipeline if video else RDCPipeline).from_pretrained(model)
     except (OSError, ValueError) as err:
         raise CLIError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
 
@@ -204,7 +238,6 @@ def run_compress_folder(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    import diffusers
 
     from .evaluation import decode_name, evaluate_pipeline, summarize
     from .parallel import map_shards, state
@@ -218,8 +251,7 @@ def run_eval(args: argparse.Namespace) -> None:
     current = state()
     pipe = load_pipeline(args.model).to(current.device)
     pipe.set_progress_bar_config(disable=True)
-    if args.scheduler:
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
+    use_scheduler(pipe, args.scheduler)
     steps = 0 if args.fast else (pipe.config.default_num_inference_steps if args.steps is None else args.steps)
     name = decode_name(type(pipe.scheduler).__name__, steps)
     decodes = {name: {"refine": False} if steps == 0 else {"num_inference_steps": steps}}
@@ -279,7 +311,6 @@ def run_plot(args: argparse.Namespace) -> None:
 
 
 def run_decompress(args: argparse.Namespace) -> None:
-    import diffusers
 
     from .bitstream import decode_file
 
@@ -288,8 +319,7 @@ def run_decompress(args: argparse.Namespace) -> None:
     data = read_bytes(args.input)
     header = decode_file(data).header  # a broken file fails before a model is loaded
     pipe = load_pipeline(args.model)
-    if args.scheduler:
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
+    use_scheduler(pipe, args.scheduler)
     out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps)
     image = out.images[0]
     write_atomically(args.output, lambda p: image.save(p, format=fmt))
@@ -308,10 +338,53 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
+def run_compress_video(args: argparse.Namespace) -> None:
+    from .video_io import read_video
+
+    check_output(args.output, args.force)
+    if not args.input.exists():
+        raise CLIError(f"{args.input}: no such file or folder")
+    clip = read_video(args.input, fps=args.fps, max_frames=args.max_frames)
+    pipe = load_pipeline(args.model, video=True)
+    pipe.set_progress_bar_config(disable=True)
+    data = pipe.compress(clip.frames, fps=clip.fps, gop_size=args.gop, seed=args.seed, num_inference_steps=args.steps)
+    write_atomically(args.output, lambda p: p.write_bytes(data))
+    width, height = clip.frames[0].size
+    print(f"{args.output}: {len(clip.frames)} frames of {width}x{height} at {float(clip.fps):g} fps, "
+          f"{len(data)} bytes, {8 * len(data) / (width * height * len(clip.frames)):.4f} bpp (GOP {args.gop})")
+
+
+def run_decompress_video(args: argparse.Namespace) -> None:
+    from .video_bitstream import decode_video_file
+    from .video_io import check_video_target, write_frames, write_video
+
+    check_output(args.output, args.force)
+    if args.frames_dir is not None and args.frames_dir.exists() and any(args.frames_dir.iterdir()) and not args.force:
+        raise CLIError(f"{args.frames_dir} is not empty (use --force to overwrite)")
+    data = read_bytes(args.input)
+    header = decode_video_file(data).header  # a broken file fails before a model is loaded
+    check_video_target(args.output, header.width, header.height)  # and an unwritable output before decoding
+    pipe = load_pipeline(args.model, video=True)
+    pipe.set_progress_bar_config(disable=True)
+    use_scheduler(pipe, args.scheduler)
+    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps,
+                          temporal_noise=args.temporal_noise)
+    write_video(args.output, out.frames, out.fps, force=args.force)
+    if args.frames_dir is not None:
+        write_frames(args.frames_dir, out.frames, force=args.force)
+    steps = header.num_inference_steps if args.steps is None else args.steps
+    how = "fast" if args.fast or steps == 0 else (f"refined, {steps} steps of {type(pipe.scheduler).__name__}, "
+                                                   f"{args.temporal_noise} noise")
+    print(f"{args.output}: {len(out.frames)} frames of {header.width}x{header.height} at {float(out.fps):g} fps, {how}")
+
+
 def run_info(args: argparse.Namespace) -> None:
     from .bitstream import decode_file
+    from .video_bitstream import VIDEO_MAGIC
 
     data = read_bytes(args.input)
+    if data.startswith(VIDEO_MAGIC):
+        return _video_info(args.input, data)
     file = decode_file(data)
     h = file.header
     print(f"file:        {args.input} ({len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp)")
@@ -319,6 +392,19 @@ def run_info(args: argparse.Namespace) -> None:
     print(f"model:       {h.model_name} (id {h.model_id.hex()})")
     print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps by default")
     print(f"sections:    {', '.join(str(len(s)) for s in file.sections)} bytes")
+
+
+def _video_info(path: Path, data: bytes) -> None:
+    from .video_bitstream import decode_video_file
+
+    file = decode_video_file(data)
+    h = file.header
+    count = len(file.frame_types)
+    print(f"file:        {path} ({len(data)} bytes, {8 * len(data) / (h.width * h.height * count):.4f} bpp)")
+    print(f"clip:        {count} frames of {h.width}x{h.height} at {float(h.fps):g} fps ({h.fps}), GOP {h.gop_size}")
+    print(f"frames:      {''.join(file.frame_types)}")
+    print(f"model:       {h.model_name} (ids {h.codec_id.hex()} / {h.inter_codec_id.hex()})")
+    print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps by default")
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -335,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
 
     diffusers_logging.disable_progress_bar()  # component loading; the sampling bar stays
     run = {"compress": run_compress, "decompress": run_decompress, "info": run_info, "demo": run_demo,
-           "eval": run_eval, "bdrate": run_bdrate, "plot": run_plot}[args.command]
+           "eval": run_eval, "bdrate": run_bdrate, "plot": run_plot, "compress-video": run_compress_video,
+           "decompress-video": run_decompress_video}[args.command]
     try:
         run(args)
     except (RDCError, CLIError, OSError, ImportError) as err:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RDCError", "RDCFormatError", "RDCModelMismatchError", "UnsupportedImageError"]
+__all__ = ["RDCError", "RDCFormatError", "RDCModelMismatchError", "UnsupportedImageError", "UnsupportedVideoError"]
 
 
 class RDCError(Exception):
@@ -19,3 +19,7 @@ class RDCModelMismatchError(RDCFormatError):
 
 class UnsupportedImageError(RDCError, ValueError):
     """An input image this codec cannot take (mode, shape, dtype, size)."""
+
+
+class UnsupportedVideoError(RDCError, ValueError):
+    """A video or frame folder this codec cannot read or write (missing, empty, undecodable, mixed sizes)."""

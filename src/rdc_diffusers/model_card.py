@@ -113,6 +113,15 @@ def render_card(
         f"**refined** (plus a residual sampled by a diffusion UNet; default {scheduler}, {steps} "
         f"step{'' if steps == 1 else 's'}, seeded from the file so every decoder gets the same pixels).",
         "",
+    ]
+    if training and "inter" in training:
+        lines += [
+            "The folder also holds `inter_codec/`, the P-frame codec that makes this model a video codec too: "
+            f'`RDCVideoPipeline.from_pretrained("{repo_id}")` or `rdc compress-video`. See docs/video.md and '
+            "benchmarks/results/video/video.md of rdc-diffusers for its design and measurements.",
+            "",
+        ]
+    lines += [
         "## Results (Kodak, 24 images)",
         "",
     ]
@@ -168,9 +177,11 @@ def render_card(
         lines += ["| stage | minutes | iterations | settings |", "|---|---|---|---|"]
         for stage, t in training.items():
             a = t["args"]
-            if stage == "codec":
+            if stage in ("codec", "inter"):
                 settings = (f"N={a.get('N')}, M={a.get('M')}, λ={a.get('lmbda')}, crops {a.get('crop_size')}, "
                             f"batch {a.get('batch_size')}, lr {a.get('lr')}→{a.get('final_lr')}")
+                if stage == "inter":
+                    settings = f"video P-frame codec, {a.get('frames')}-frame synthetic clips, " + settings
             else:
                 settings = (f"UNet {a.get('block_out_channels')}, {a.get('prediction_type')}-prediction, "
                             f"ρ={a.get('rho')} LPIPS, crops {a.get('crop_size')}, batch {a.get('batch_size')}, "

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .cli import SCHEDULERS as SCHEDULER_CLASSES
+from .cli import use_scheduler
 
 STEPS = (1, 2, 4, 8, 16, 50)
 SCHEDULERS = tuple(SCHEDULER_CLASSES)  # ("ddpm", "ddim", "dpm"): the names `rdc --scheduler` takes
@@ -62,7 +63,6 @@ def _peak_rss_mib() -> float:
 def measure(model: str, image: str | Path, operation: str, scheduler: str | None = None, steps: int = 0,
             repeats: int = 3, device: str = "cpu", threads: int | None = None, seed: int = 0) -> dict:
     """Measure one configuration in this process (see the module doc; :func:`speed_table` isolates each one)."""
-    import diffusers
     import torch
 
     from .image_io import open_image
@@ -76,8 +76,7 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
         torch.set_num_threads(threads)
     pipe = RDCPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
-    if scheduler is not None:
-        pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[scheduler]).from_config(pipe.scheduler.config)
+    use_scheduler(pipe, scheduler)
     picture = open_image(image)
     data = pipe.compress(picture, seed=seed)
     cuda = torch.device(device).type == "cuda"

@@ -1,4 +1,4 @@
-"""Reusable pieces of the training recipe: the image-crop dataset and the two stage losses."""
+"""Reusable pieces of the training recipe: the image-crop and moving-crop datasets and the rate–distortion loss."""
 
 from __future__ import annotations
 
@@ -53,9 +53,51 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return crop.float() / 255.0
 
 
-def rate_distortion_loss(output: dict, x: Tensor, lmbda: float) -> dict[str, Tensor]:
-    """Stage 1: ``bpp + λ·255²·MSE(x_init, x)``, the compressai convention for λ."""
+class MovingCropDataset(ImageFolderDataset):
+    """Short synthetic clips from still photos: ``frames`` crops under a steady random pan, zoom and rotation.
+
+    Each clip draws a per-frame shift of up to ``max_shift`` px, a zoom of up to ±3 % and a rotation of up to
+    ±1.5° per frame, and samples frame k of the photo under k times that motion (bilinear, around the
+    crop's centre). A random sub-pixel offset on every frame, the first included, keeps the resampling blur
+    equal across frames. Returns ``(frames, 3, crop, crop)`` in [0, 1].
+    """
+
+    def __init__(self, root: str | Path, crop_size: int = 128, frames: int = 3, max_shift: float = 6.0,
+                 repeat: int = 1):
+        super().__init__(root, crop_size, repeat)
+        self.frames = frames
+        self.max_shift = max_shift
+
+    def __getitem__(self, index: int) -> Tensor:
+        image = self.images[index % len(self.images)].float() / 255.0
+        if random.random() < 0.5:
+            image = image.flip(-1)
+        _, h, w = image.shape
+        shift = torch.empty(2).uniform_(-self.max_shift, self.max_shift)
+        zoom, angle = random.uniform(-0.03, 0.03), math.radians(random.uniform(-1.5, 1.5))
+        # The crop's corners travel at most this far from its first position over the clip.
+        reach = (self.frames - 1) * (self.max_shift + self.crop_size * (0.03 + 0.03)) + 1
+        margin = self.crop_size / 2 + reach
+        if min(h, w) < 2 * margin:
+            raise ValueError(f"images must be at least {2 * margin:.0f} px on each side for {self.frames}-frame clips")
+        centre = torch.tensor([random.uniform(margin, w - margin), random.uniform(margin, h - margin)])
+        offset = torch.linspace(-(self.crop_size - 1) / 2, (self.crop_size - 1) / 2, self.crop_size)
+        grid_y, grid_x = torch.meshgrid(offset, offset, indexing="ij")
+        points = torch.stack([grid_x, grid_y], -1)  # (crop, crop, 2) in pixels around the centre
+        clips = []
+        for k in range(self.frames):
+            cos, sin, scale = math.cos(k * angle), math.sin(k * angle), (1 + zoom) ** k
+            rotation = torch.tensor([[cos, -sin], [sin, cos]]) * scale
+            source = points @ rotation.T + centre + k * shift + torch.rand(2) - 0.5
+            # grid_sample's normalised coordinates (align_corners=False): pixel centres at (2i + 1) / size − 1.
+            grid = (2 * source + 1) / torch.tensor([w, h]) - 1
+            clips.append(F.grid_sample(image[None], grid[None], mode="bilinear", align_corners=False)[0])
+        return torch.stack(clips).clamp(0, 1)
+
+
+def rate_distortion_loss(likelihoods: dict[str, Tensor], x_hat: Tensor, x: Tensor, lmbda: float) -> dict[str, Tensor]:
+    """``bpp + λ·255²·MSE(x_hat, x)``, the compressai convention for λ."""
     num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    bpp = sum(torch.log(lk).sum() for lk in output["likelihoods"].values()) / (-math.log(2) * num_pixels)
-    mse = F.mse_loss(output["x_init"], x)
+    bpp = sum(torch.log(lk).sum() for lk in likelihoods.values()) / (-math.log(2) * num_pixels)
+    mse = F.mse_loss(x_hat, x)
     return {"loss": bpp + lmbda * 255**2 * mse, "bpp": bpp, "mse": mse}

@@ -1,4 +1,5 @@
 from .codec import RDCCodec
+from .inter_codec import RDCInterCodec
 from .residual_unet import ResidualUNet
 
-__all__ = ["RDCCodec", "ResidualUNet"]
+__all__ = ["RDCCodec", "RDCInterCodec", "ResidualUNet"]

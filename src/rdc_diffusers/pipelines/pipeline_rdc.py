@@ -204,7 +204,6 @@ class RDCPipeline(DiffusionPipeline):
         file = decode_file(data)
         header = file.header
         check_model(header, self.codec.fingerprint(), self.model_name)
-        device = self._execution_device
 
         # 2. Entropy-decode ŷ and run the fidelity decoder.
         shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
@@ -217,23 +216,11 @@ class RDCPipeline(DiffusionPipeline):
         # 3. Sample the residual.
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
         if refine and steps > 0:
-            self.check_prediction_type()
             if generator is None:
                 generator = torch.Generator("cpu").manual_seed(header.seed)
-            dtype = self.unet.dtype
-            x_init_in, y_hat_in = x_init.to(device, dtype), y_hat.to(device, dtype)
-            self.scheduler.set_timesteps(steps, device=device)
-            residual = randn_tensor(x_init.shape, generator=generator, device=device, dtype=dtype)
-            residual = residual * self.scheduler.init_noise_sigma
-            extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-                model_input = self.scheduler.scale_model_input(residual, t)
-                model_output = self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in).sample
-                residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
-                if callback_on_step_end is not None:
-                    tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
-                    residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
-            x_hat = self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
+            x_hat = self.refine(x_init, y_hat, num_inference_steps=steps, generator=generator, eta=eta,
+                                callback_on_step_end=callback_on_step_end,
+                                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         else:
             x_hat = x_init
 
@@ -245,6 +232,41 @@ class RDCPipeline(DiffusionPipeline):
         if not return_dict:
             return images, bpp, [bytes(data)]
         return RDCPipelineOutput(images=images, bpp=bpp, data=[bytes(data)])
+
+    @torch.no_grad()
+    def refine(
+        self,
+        x_init: torch.Tensor,
+        y_hat: torch.Tensor,
+        *,
+        num_inference_steps: int,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        eta: float = 0.0,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
+    ) -> torch.Tensor:
+        """Sample the residual given the decoded ``x_init`` and ``ŷ``: returns ``x_init + r`` (not clamped).
+
+        ``noise`` is the starting r_T (unit Gaussian, the shape of ``x_init``); by default it is drawn
+        from ``generator``. The video pipeline passes its own to keep the noise consistent across frames.
+        """
+        self.check_prediction_type()
+        device, dtype = self._execution_device, self.unet.dtype
+        x_init_in, y_hat_in = x_init.to(device, dtype), y_hat.to(device, dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if noise is None:
+            noise = randn_tensor(x_init.shape, generator=generator, device=device, dtype=dtype)
+        residual = noise.to(device, dtype) * self.scheduler.init_noise_sigma
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            model_input = self.scheduler.scale_model_input(residual, t)
+            model_output = self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in).sample
+            residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
+                residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
+        return self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
 
     @torch.no_grad()
     def __call__(

@@ -1,0 +1,132 @@
+"""What every model that writes bytes shares: entropy tables kept in the weights, and a fingerprint of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+
+import torch
+
+with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import; torch 2.14 calls that deprecated
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.models import CompressionModel
+    from compressai.models.utils import update_registered_buffers
+    from compressai.ops import quantize_ste
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.models.modeling_utils import ModelMixin
+from torch import Tensor, nn
+
+__all__ = ["EntropyCodedModel", "hyperprior_compress", "hyperprior_decompress", "hyperprior_forward"]
+
+# Buffers holding the entropy coder's tables; they are empty until `update()` and change size with it.
+_ENTROPY_BUFFERS = {
+    EntropyBottleneck: ["_quantized_cdf", "_offset", "_cdf_length"],
+    GaussianConditional: ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"],
+}
+
+
+def _resize_entropy_buffers(module, state_dict, prefix, *args) -> None:
+    """Load-time pre-hook: give the table buffers the incoming shape so a strict load can copy them."""
+    names = [n for n in _ENTROPY_BUFFERS[type(module)] if prefix + n in state_dict]
+    update_registered_buffers(module, prefix[:-1], names, state_dict, policy="resize")
+
+
+class EntropyCodedModel(ModelMixin, ConfigMixin):
+    """Base of the codecs: compressai entropy models inside a diffusers ``ModelMixin``.
+
+    The CDF tables are saved with the weights, so bytes written before ``save_pretrained`` decode
+    bit-exactly after ``from_pretrained``; :meth:`fingerprint` names the exact model a file needs.
+    Subclasses call :meth:`register_entropy_hooks` at the end of ``__init__``.
+    """
+
+    # compressai's table builder and aux loss, borrowed rather than inherited: CompressionModel as a
+    # base would put nn.Module behind ConfigMixin in the MRO and break attribute lookup.
+    update = CompressionModel.update
+    aux_loss = CompressionModel.aux_loss
+
+    def register_entropy_hooks(self) -> None:
+        for module in self.modules():
+            if type(module) in _ENTROPY_BUFFERS:
+                module.register_load_state_dict_pre_hook(_resize_entropy_buffers)
+        # Subclasses set this in training-mode forward passes: the tables no longer match the weights.
+        self._tables_stale = False
+
+    def ensure_entropy_tables(self) -> None:
+        """Build the CDF tables when they are missing or training has changed the weights since."""
+        empty = any(
+            (isinstance(m, EntropyBottleneck) and m._offset.numel() == 0)
+            or (isinstance(m, GaussianConditional) and m.scale_table.numel() == 0)
+            for m in self.modules()
+        )
+        if empty or self._tables_stale:
+            self.update(force=True)
+            self._tables_stale = False
+
+    def fingerprint(self) -> bytes:
+        """8 bytes identifying this model exactly: its config and every weight and table, bit for bit.
+
+        Files record it, so bytes are never decoded by a model whose tables or transforms differ
+        from the writer's (which would desynchronise the entropy decoder into garbage).
+        """
+        self.ensure_entropy_tables()
+        config = {k: v for k, v in self.config.items() if not k.startswith("_")}  # not name/version
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.digest()[:8]
+
+    def to(self, *args, **kwargs):
+        """Move between devices but never change dtype: codecs run in float32 (see ``from_pretrained``)."""
+        device, _, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        return super().to(device=device, non_blocking=non_blocking) if device is not None else self
+
+    def save_pretrained(self, *args, **kwargs):
+        """Save weights and entropy tables together (the tables are built first if needed)."""
+        self.ensure_entropy_tables()
+        return super().save_pretrained(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Load on the CPU in float32, whatever ``dtype`` is asked for.
+
+        compressai's entropy models assign ``.data`` in ``__init__``, which fails on the meta device
+        (so no ``low_cpu_mem_usage``), and the scale indexes that drive the entropy coder must be
+        computed identically by encoder and decoder, which half precision does not guarantee.
+        """
+        kwargs["low_cpu_mem_usage"] = False
+        kwargs.pop("torch_dtype", None)
+        kwargs.pop("dtype", None)
+        return super().from_pretrained(*args, **kwargs)
+
+
+# The mean-scale hyperprior (Minnen et al. 2018) on a latent y, for any module holding compressai's layout:
+# h_a, h_s (giving scales and means), entropy_bottleneck (ẑ) and gaussian_conditional (ŷ).
+
+
+def hyperprior_forward(m: nn.Module, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Training pass: ``ŷ`` (straight-through rounding, as at decode time) and the likelihoods of y and z."""
+    z_hat, z_likelihoods = m.entropy_bottleneck(m.h_a(y))
+    scales_hat, means_hat = m.h_s(z_hat).chunk(2, 1)
+    _, y_likelihoods = m.gaussian_conditional(y, scales_hat, means=means_hat)
+    return quantize_ste(y - means_hat) + means_hat, {"y": y_likelihoods, "z": z_likelihoods}
+
+
+def hyperprior_compress(m: nn.Module, y: Tensor) -> tuple[list, torch.Size]:
+    """rANS-code ``y`` (and its side information z): ``([y_strings, z_strings], ẑ size)``."""
+    z = m.h_a(y)
+    z_strings = m.entropy_bottleneck.compress(z)
+    z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+    scales_hat, means_hat = m.h_s(z_hat).chunk(2, 1)
+    indexes = m.gaussian_conditional.build_indexes(scales_hat)
+    return [m.gaussian_conditional.compress(y, indexes, means=means_hat), z_strings], z.size()[-2:]
+
+
+def hyperprior_decompress(m: nn.Module, strings: list, shape) -> Tensor:
+    """Inverse of :func:`hyperprior_compress`: ``ŷ``."""
+    z_hat = m.entropy_bottleneck.decompress(strings[1], shape)
+    scales_hat, means_hat = m.h_s(z_hat).chunk(2, 1)
+    indexes = m.gaussian_conditional.build_indexes(scales_hat)
+    return m.gaussian_conditional.decompress(strings[0], indexes, means=means_hat)

@@ -1,0 +1,281 @@
+"""RDCVideoPipeline: a clip to one ``.rdcv`` file (I- and P-frames), decoded fast or refined without flicker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from compressai.models.utils import meshgrid2d
+from diffusers import DiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..errors import RDCFormatError, UnsupportedImageError
+from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..models.codec import RDCCodec
+from ..models.inter_codec import RDCInterCodec
+from ..models.residual_unet import ResidualUNet
+from ..video_bitstream import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
+from .pipeline_rdc import RDCPipeline
+
+TEMPORAL_NOISE = ("warped", "shared", "independent")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> from rdc_diffusers import RDCVideoPipeline
+        >>> from rdc_diffusers.video_io import read_video
+
+        >>> pipe = RDCVideoPipeline.from_pretrained("rdc-bsds-q3")
+        >>> clip = read_video("BasketballPass_416x240", fps=50)
+        >>> data = pipe.compress(clip.frames, fps=clip.fps, gop_size=8)    # one .rdcv file, real rANS bytes
+        >>> fast = pipe.decompress(data, refine=False).frames               # codecs only
+        >>> refined = pipe.decompress(data).frames                          # + residual diffusion, warped noise
+        ```
+"""
+
+
+@dataclass
+class RDCVideoPipelineOutput(BaseOutput):
+    """Decoded frames, their types and bits (per frame, from the bytes of its sections), and the file."""
+
+    frames: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    frame_types: list[str]
+    frame_bpp: list[float]
+    bpp: float  # the whole file (header and CRC included) over all frames' pixels
+    fps: Fraction
+    data: bytes
+
+
+class RDCVideoPipeline(DiffusionPipeline):
+    r"""Residual diffusion video codec: I-frames by the image codec, P-frames by a scale-space-flow inter codec.
+
+    .. code-block:: none
+
+        compress:    frame 0, gop, 2·gop, …  ─codec─►        I sections (ŷ, ẑ)
+                     the others              ─inter_codec(x, x̂_prev)─► P sections (motion, residual)
+        decompress:  x̂_t = codec / inter_codec decode (the reference of t + 1)        refine=False stops here
+                     ŷ_t = the image codec's latent of x̂_t (its own, for I-frames; re-analysed for P-frames)
+                     x̂_t ← x̂_t + r_t,  r_t sampled by scheduler × unet(·, x̂_t, ŷ_t) from noise n_t
+
+    Temporal consistency comes from the noise: with ``temporal_noise="warped"`` (default), n_t is n_{t−1}
+    carried along the decoded motion (nearest-neighbour warp, so every value stays a unit Gaussian draw;
+    pixels whose source falls outside the frame draw fresh noise), so the sampled texture moves with the
+    content instead of boiling. ``"shared"`` reuses one noise field for every frame, ``"independent"``
+    draws new noise per frame (per-frame refinement, the flicker baseline).
+
+    Components:
+        codec ([`RDCCodec`]): I-frames, and ŷ of every frame for the unet.
+        inter_codec ([`RDCInterCodec`]): P-frames.
+        unet ([`ResidualUNet`]), scheduler ([`SchedulerMixin`]): the residual refinement, as in [`RDCPipeline`].
+    """
+
+    model_cpu_offload_seq = "codec->inter_codec->unet"
+
+    def __init__(
+        self,
+        codec: RDCCodec,
+        inter_codec: RDCInterCodec,
+        unet: ResidualUNet,
+        scheduler: SchedulerMixin,
+        default_num_inference_steps: int = 1,
+    ):
+        super().__init__()
+        if codec.alignment % inter_codec.alignment or codec.alignment % unet.alignment:
+            raise ValueError("the inter codec and the unet must accept the image codec's frame alignment")
+        self.register_modules(codec=codec, inter_codec=inter_codec, unet=unet, scheduler=scheduler)
+        self.register_to_config(default_num_inference_steps=default_num_inference_steps)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCVideoPipeline:
+        """Load a saved video pipeline, or an image model folder / Hub repo with an ``inter_codec`` subfolder.
+
+        The bundled image models carry their inter codec in ``inter_codec/``, so ``"rdc-bsds-q3"`` names
+        both, and the image codec and unet are stored once.
+        """
+        from ..pretrained import resolve_model
+
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
+        kwargs["use_safetensors"] = True
+        path = resolve_model(pretrained_model_name_or_path)
+        config = cls.load_config(path, **{k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision",
+                                                                                       "local_files_only")})
+        if "inter_codec" not in kwargs and "inter_codec" not in config:
+            load_kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision",
+                                                                     "local_files_only")}
+            try:
+                kwargs["inter_codec"] = RDCInterCodec.from_pretrained(path, subfolder="inter_codec", **load_kwargs)
+            except OSError as err:
+                raise ValueError(f"{pretrained_model_name_or_path} has no inter codec (no inter_codec/ folder): it "
+                                 "is an image-only model; use RDCPipeline") from err
+        return super().from_pretrained(path, **kwargs)
+
+    @property
+    def model_name(self) -> str:
+        return RDCPipeline.model_name.fget(self)
+
+    def image_pipeline(self) -> RDCPipeline:
+        """The same codec, unet and scheduler as an [`RDCPipeline`] (shared modules, no copies)."""
+        pipe = RDCPipeline(codec=self.codec, unet=self.unet, scheduler=self.scheduler,
+                           default_num_inference_steps=self.config.default_num_inference_steps)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def compress(
+        self,
+        frames: Sequence,
+        *,
+        fps: Fraction | float = 25,
+        gop_size: int = 8,
+        seed: int = 0,
+        num_inference_steps: int | None = None,
+    ) -> bytes:
+        """Encode a clip (a sequence of PIL images, arrays or tensors of one size) into ``.rdcv`` bytes.
+
+        Every ``gop_size``-th frame is an I-frame; the others are P-frames predicted from the previous
+        *decoded* frame, which the encoder reconstructs exactly as the decoder will.
+        """
+        frames = list(frames)
+        if not frames:
+            raise UnsupportedImageError("a clip needs at least one frame")
+        if gop_size < 1:
+            raise ValueError(f"gop_size must be >= 1, got {gop_size}")
+        first, _ = to_tensor(frames[0])
+        height, width = first.shape[-2:]
+        device = self.codec.device
+        types, sections, x_ref = [], [], None
+        for i, frame in enumerate(frames):
+            x, _ = to_tensor(frame)
+            if x.shape[-2:] != (height, width):
+                raise UnsupportedImageError(f"frame {i} is {x.shape[-1]}x{x.shape[-2]}, frame 0 is {width}x{height}: "
+                                            "all frames of a clip must have one size")
+            x = pad_to_multiple(x, self.codec.alignment).to(device)
+            if i % gop_size == 0:
+                coded = self.codec.compress(x)
+                x_ref = self.codec.decompress(coded["strings"], coded["shape"])["x_init"]
+                types.append("I")
+            else:
+                coded = self.inter_codec.compress(x, x_ref)
+                x_ref = self.inter_codec.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
+                types.append("P")
+            sections.append(tuple(s[0] for s in coded["strings"]))
+        header = RDCVHeader(
+            width=width, height=height, fps=Fraction(fps).limit_denominator(1001 * 1000), gop_size=gop_size,
+            codec_id=self.codec.fingerprint(), inter_codec_id=self.inter_codec.fingerprint(),
+            model_name=self.model_name, seed=seed,
+            num_inference_steps=self.config.default_num_inference_steps if num_inference_steps is None
+            else num_inference_steps,
+        )
+        return encode_video_file(RDCVFile(header=header, frame_types=tuple(types), sections=tuple(sections)))
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        data: bytes,
+        *,
+        refine: bool = True,
+        num_inference_steps: int | None = None,
+        temporal_noise: str = "warped",
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> RDCVideoPipelineOutput | tuple:
+        r"""Decode ``.rdcv`` bytes into frames.
+
+        Args:
+            data: the file's bytes.
+            refine: refine each frame with the residual diffusion model; ``False`` returns the codecs' frames.
+            num_inference_steps: sampling steps per frame; default: the value stored in the file.
+            temporal_noise: ``"warped"``, ``"shared"`` or ``"independent"`` (see the class docstring).
+            generator: overrides the seed stored in the file.
+            eta: DDIM's η (ignored by other schedulers).
+            output_type: ``"pil"`` (a list of images), ``"np"`` (float32 ``[T, H, W, 3]``) or ``"pt"``
+                (``[T, 3, H, W]``), all in [0, 1].
+            return_dict: return an [`RDCVideoPipelineOutput`] instead of a tuple.
+
+        Raises:
+            RDCFormatError: the bytes are truncated, corrupted or not an ``.rdcv`` file, or were written by
+                other models ([`RDCModelMismatchError`]).
+        """
+        if temporal_noise not in TEMPORAL_NOISE:
+            raise ValueError(f"temporal_noise must be one of {TEMPORAL_NOISE}, got {temporal_noise!r}")
+        file = decode_video_file(data)
+        header = file.header
+        check_models(header, self.codec.fingerprint(), self.inter_codec.fingerprint(), self.model_name)
+        steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
+        refine = refine and steps > 0
+        if refine and generator is None:
+            generator = torch.Generator("cpu").manual_seed(header.seed)
+        image_pipe = self.image_pipeline()
+        shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
+        outputs, x_ref, noise = [], None, None
+        for i, (kind, sections) in enumerate(zip(file.frame_types, file.sections, strict=True)):
+            strings = [[s] for s in sections]
+            try:
+                if kind == "I":
+                    decoded = self.codec.decompress(strings, shape)
+                    x_ref, y_hat, flow = decoded["x_init"], decoded["y_hat"], None
+                else:
+                    decoded = self.inter_codec.decompress(strings, shape, x_ref)
+                    x_ref, flow = decoded["x_hat"], decoded["flow"]
+            except (RuntimeError, ValueError, IndexError) as err:
+                raise RDCFormatError(f"frame {i}: entropy decoding failed: {err}") from err
+            x_hat = x_ref
+            if refine:
+                if kind == "P":  # the unet is conditioned on the image codec's latent of this frame
+                    y_hat = self.codec.latent(x_ref)
+                noise = self.next_noise(noise, flow, x_ref.shape, temporal_noise, generator)
+                x_hat = image_pipe.refine(x_ref, y_hat, num_inference_steps=steps, generator=generator, noise=noise,
+                                          eta=eta)
+            outputs.append(crop_to(x_hat.clamp(0, 1), header.height, header.width).cpu())
+        frames = to_output(torch.cat(outputs), output_type, "RGB")
+        pixels = header.width * header.height
+        frame_bpp = [8 * sum(len(s) for s in sections) / pixels for sections in file.sections]
+        bpp = 8 * len(data) / (pixels * len(file.frame_types))
+        self.maybe_free_model_hooks()
+        result = (frames, list(file.frame_types), frame_bpp, bpp, header.fps, bytes(data))
+        return RDCVideoPipelineOutput(*result) if return_dict else result
+
+    @staticmethod
+    def next_noise(noise: torch.Tensor | None, flow: torch.Tensor | None, shape: torch.Size, mode: str,
+                   generator: torch.Generator | None) -> torch.Tensor:
+        """The starting noise of the next frame (see the class docstring)."""
+        fresh = randn_tensor(shape, generator=generator, device=torch.device("cpu"))
+        if noise is None or mode == "independent":
+            return fresh
+        if mode == "shared" or flow is None:  # I-frames carry no motion: keep the field as it is
+            return noise
+        # The flow is backward (frame t samples frame t − 1 at p + flow), in grid_sample's normalised units.
+        grid = meshgrid2d(*noise.shape, torch.device("cpu")) + flow.cpu().permute(0, 2, 3, 1).float()
+        warped = F.grid_sample(noise.cpu(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        inside = (grid.abs() <= 1).all(-1, keepdim=True).permute(0, 3, 1, 2)
+        return torch.where(inside, warped, fresh)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        frames: Sequence,
+        *,
+        fps: Fraction | float = 25,
+        gop_size: int = 8,
+        seed: int = 0,
+        refine: bool = True,
+        num_inference_steps: int | None = None,
+        temporal_noise: str = "warped",
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> RDCVideoPipelineOutput | tuple:
+        """Compress then decompress a clip: the frames a viewer of the file would see, and its bits."""
+        data = self.compress(frames, fps=fps, gop_size=gop_size, seed=seed, num_inference_steps=num_inference_steps)
+        return self.decompress(data, refine=refine, temporal_noise=temporal_noise, output_type=output_type,
+                               return_dict=return_dict)

@@ -1,0 +1,213 @@
+"""Reading and writing the video codec's inputs and outputs: folders of frames and video files, through PyAV.
+
+Every problem with a video (missing, empty, undecodable, no video stream, frames of mixed sizes) becomes
+``UnsupportedVideoError`` naming the path, never a raw PyAV traceback. Frames are handed around as RGB
+``PIL.Image`` objects of one size; other modes go through ``image_io`` so they convert exactly as a still
+image would (16-bit scaled, alpha dropped). Writers never overwrite unless ``force`` and write atomically,
+so an interrupted write leaves no half file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from .cli import write_atomically
+from .errors import UnsupportedImageError, UnsupportedVideoError
+from .image_io import open_image, to_output, to_tensor
+
+__all__ = ["Video", "check_video_target", "read_video", "write_frames", "write_video"]
+
+DEFAULT_FPS = Fraction(25)
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m")
+CRF = 12  # libx264: visually lossless, so what we measure is our codec's loss, not the container's
+MPEG4_QSCALE = 2  # fallback encoder's equivalent: the finest quantiser that keeps sizes sane
+
+
+@dataclass(frozen=True)
+class Video:
+    """Decoded frames (RGB, all the same size) and the frame rate to play them at."""
+
+    frames: list[Image.Image]
+    fps: Fraction
+
+
+def read_video(
+    path: str | os.PathLike, *, fps: Fraction | float | None = None, max_frames: int | None = None
+) -> Video:
+    """A folder of image frames (natural name order: f2 before f10) or a video file PyAV can demux.
+
+    ``fps`` overrides the rate; by default a folder plays at 25 fps and a file at its stream's average rate
+    (else its base rate). ``max_frames`` keeps only the first frames (the rest are not decoded).
+    """
+    path = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    rate = None if fps is None else _as_fps(fps)
+    if path.is_dir():
+        return Video(_read_folder(path, max_frames), rate or DEFAULT_FPS)
+    if not path.exists():
+        raise UnsupportedVideoError(f"{path}: no such file or folder")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UnsupportedVideoError(
+            f"{path}: unsupported video type {path.suffix!r}; use a folder of frames or one of"
+            f" {', '.join(VIDEO_SUFFIXES)}")
+    return _read_file(path, rate, max_frames)
+
+
+def write_video(path: str | os.PathLike, frames: Sequence[Image.Image], fps: Fraction | float, *,
+                force: bool = False) -> None:
+    """Encode ``frames`` as a high-quality .mp4 (H.264 via libx264 at crf 12, else MPEG-4 part 2), yuv420p.
+
+    yuv420p halves the chroma resolution, so width and height must be even: odd sizes are refused rather
+    than padded, which would silently change the size. The stream is tagged BT.601 limited range, the
+    conversion PyAV applies, so players show the colours that were encoded.
+    """
+    path = Path(path)
+    frames = _rgb_frames(frames, path)
+    check_video_target(path, *frames[0].size)
+    rate = _as_fps(fps)
+    _check_new(path, force)
+    try:
+        write_atomically(path, lambda tmp: _encode_mp4(tmp, frames, rate))
+    except av.error.FFmpegError as exc:
+        raise UnsupportedVideoError(f"cannot encode {path}: {exc}") from exc
+
+
+def check_video_target(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse, before any decoding work, a video :func:`write_video` could not write: not .mp4, or an odd size."""
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise UnsupportedVideoError(f"{path}: can only write .mp4 videos (or use write_frames for PNG frames)")
+    if width % 2 or height % 2:
+        raise UnsupportedVideoError(
+            f"{path}: frames are {width}x{height}, but yuv420p video needs an even width and height;"
+            " crop or pad the frames by one pixel first")
+
+
+def write_frames(folder: str | os.PathLike, frames: Sequence[Image.Image], *, force: bool = False) -> list[Path]:
+    """Save ``frames`` as ``folder/f001.png``, ``f002.png``, ... (at least 3 digits); returns the paths.
+
+    The folder is created if needed (its parent must exist). With ``force`` existing targets are overwritten,
+    but other files already in the folder (say ``f099.png`` from a longer clip) are left as they are.
+    """
+    folder = Path(folder)
+    frames = _rgb_frames(frames, folder)
+    digits = max(3, len(str(len(frames))))
+    paths = [folder / f"f{i:0{digits}d}.png" for i in range(1, len(frames) + 1)]
+    for path in paths:
+        _check_new(path, force)
+    if not folder.parent.is_dir():
+        raise FileNotFoundError(f"folder {folder.parent} does not exist")
+    folder.mkdir(exist_ok=True)
+    for frame, path in zip(frames, paths, strict=True):
+        write_atomically(path, lambda tmp, frame=frame: frame.save(tmp, format="PNG"))
+    return paths
+
+
+def _as_fps(fps: Fraction | float) -> Fraction:
+    """A positive rational rate; floats are rounded to the nearest fraction with denominator <= 1001."""
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+def _natural_key(path: Path) -> list[str | int]:
+    """Sort key that orders the digit runs in a name as numbers: f2 < f10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name.lower())]
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as the still-image codec sees it (Pillow's own convert clips 16-bit values instead of scaling)."""
+    if image.mode == "RGB":
+        return image
+    x, _ = to_tensor(image)
+    return to_output(x, "pil", "RGB")[0]
+
+
+def _rgb_frames(frames: Sequence[Image.Image], source: Path) -> list[Image.Image]:
+    """RGB copies of ``frames``, refusing an empty sequence or frames of different sizes."""
+    if not frames:
+        raise UnsupportedVideoError(f"{source}: no frames")
+    size = frames[0].size
+    for i, frame in enumerate(frames):
+        if frame.size != size:
+            raise UnsupportedVideoError(
+                f"{source}: frame {i + 1} is {frame.width}x{frame.height} but frame 1 is {size[0]}x{size[1]};"
+                " all frames must be the same size")
+    return [_to_rgb(frame) for frame in frames]
+
+
+def _check_new(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists (pass force=True to overwrite)")
+
+
+def _read_folder(folder: Path, max_frames: int | None) -> list[Image.Image]:
+    """Frames from the image files directly in ``folder`` (hidden files, e.g. half-written ones, skipped)."""
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")),
+                   key=_natural_key)
+    if not files:
+        raise UnsupportedVideoError(f"{folder}: no image frames ({', '.join(FRAME_SUFFIXES)}) in this folder")
+    frames: list[Image.Image] = []
+    for file in files[:max_frames]:
+        try:
+            image = _to_rgb(open_image(file))
+        except UnsupportedImageError as exc:
+            raise UnsupportedVideoError(f"{folder}: {exc}") from exc
+        if frames and image.size != frames[0].size:
+            raise UnsupportedVideoError(
+                f"{folder}: {file.name} is {image.width}x{image.height} but {files[0].name} is"
+                f" {frames[0].width}x{frames[0].height}; all frames must be the same size")
+        frames.append(image)
+    return frames
+
+
+def _read_file(path: Path, fps: Fraction | None, max_frames: int | None) -> Video:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UnsupportedVideoError(f"{path}: no video stream in this file")
+            stream = container.streams.video[0]
+            fps = fps or stream.average_rate or stream.base_rate
+            if not fps:
+                raise UnsupportedVideoError(f"{path}: the stream has no frame rate; pass fps")
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(_to_rgb(frame.to_image()))
+                if len(frames) == max_frames:
+                    break
+    except av.error.FFmpegError as exc:
+        raise UnsupportedVideoError(f"cannot read video {path}: {exc}") from exc
+    if not frames:
+        raise UnsupportedVideoError(f"{path}: no decodable video frames")
+    if len({frame.size for frame in frames}) > 1:
+        raise UnsupportedVideoError(f"{path}: the frame size changes within the stream, which is not supported")
+    return Video(frames, Fraction(fps))
+
+
+def _encode_mp4(path: Path, frames: list[Image.Image], fps: Fraction) -> None:
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(CRF)}
+        else:  # ffmpeg's -q:v: a fixed quantiser instead of the low default bitrate
+            stream.options = {"flags": "+qscale", "global_quality": str(MPEG4_QSCALE * 118)}  # FF_QP2LAMBDA
+        ctx = stream.codec_context
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 6  # SMPTE 170M (BT.601), as from_image converts
+        ctx.color_range = 1  # limited ("tv") range
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_image(frame)))
+        container.mux(stream.encode())  # flush delayed frames

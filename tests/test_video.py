@@ -1,0 +1,256 @@
+"""The video codec: the .rdcv container, the inter codec, RDCVideoPipeline and its temporal noise, on tiny models."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_pipeline, random_image
+from PIL import Image
+
+from rdc_diffusers import RDCFormatError, RDCInterCodec, RDCModelMismatchError, RDCVideoPipeline, UnsupportedImageError
+from rdc_diffusers.video_bitstream import RDCVFile, RDCVHeader, decode_video_file, encode_video_file
+from rdc_diffusers.video_io import read_video
+
+
+def moving_clip(count: int = 5, height: int = 48, width: int = 80, seed: int = 0) -> list:
+    """A random picture panning right by 2 px per frame (the first frames of a wider image)."""
+    wide = np.asarray(random_image(height, width + 2 * count, seed=seed))
+    return [Image.fromarray(np.ascontiguousarray(wide[:, 2 * k : 2 * k + width])) for k in range(count)]
+
+
+def build_tiny_video_pipeline(seed: int = 0) -> RDCVideoPipeline:
+    image = build_tiny_pipeline(seed)
+    torch.manual_seed(seed)
+    pipe = RDCVideoPipeline(codec=image.codec, inter_codec=RDCInterCodec(N=8, M=8), unet=image.unet,
+                            scheduler=image.scheduler, default_num_inference_steps=1)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def video_pipe() -> RDCVideoPipeline:
+    return build_tiny_video_pipeline()
+
+
+@pytest.fixture(scope="module")
+def clip_bytes(video_pipe) -> bytes:
+    return video_pipe.compress(moving_clip(), fps=Fraction(50), gop_size=3, seed=7)
+
+
+def header(**overrides) -> RDCVHeader:
+    fields = dict(width=80, height=48, fps=Fraction(30000, 1001), gop_size=3, codec_id=b"A" * 8,
+                  inter_codec_id=b"B" * 8, model_name="tiny", seed=3, num_inference_steps=1)
+    return RDCVHeader(**(fields | overrides))
+
+
+# --- the container ---------------------------------------------------------------------------------------------
+
+
+def test_container_round_trip_keeps_every_field():
+    file = RDCVFile(header=header(), frame_types=("I", "P", "P", "I"),
+                    sections=((b"y", b"z"), (b"1", b"22", b"333", b""), (b"a", b"b", b"c", b"d"), (b"", b"zz")))
+    assert decode_video_file(encode_video_file(file)) == file
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(frame_types=("P",), sections=((b"", b"", b"", b""),)), "first frame must be an I-frame"),
+    (dict(frame_types=("I",), sections=((b"y",),)), "has 2 sections"),
+    (dict(frame_types=("I", "B"), sections=((b"", b""), (b"", b""))), "type must be 'I' or 'P'"),
+])
+def test_container_refuses_to_write_an_inconsistent_clip(bad, message):
+    with pytest.raises(ValueError, match=message):
+        encode_video_file(RDCVFile(header=header(), **bad))
+
+
+def test_every_corruption_is_a_format_error(clip_bytes):
+    for i in range(0, len(clip_bytes), 7):
+        flipped = bytearray(clip_bytes)
+        flipped[i] ^= 0x10
+        with pytest.raises(RDCFormatError):
+            decode_video_file(bytes(flipped))
+    for n in (0, 3, 20, len(clip_bytes) - 1):
+        with pytest.raises(RDCFormatError):
+            decode_video_file(clip_bytes[:n])
+
+
+def test_an_image_file_is_named_as_such(tiny_pipeline):
+    data = tiny_pipeline.compress(random_image(32, 32))
+    with pytest.raises(RDCFormatError, match="an .rdc image file"):
+        decode_video_file(data)
+
+
+# --- the inter codec -------------------------------------------------------------------------------------------
+
+
+def test_inter_codec_reloads_bit_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = RDCInterCodec(N=8, M=8).eval()
+    x, x_ref = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+    coded = model.compress(x, x_ref)
+    model.save_pretrained(tmp_path)
+    loaded = RDCInterCodec.from_pretrained(tmp_path)
+    assert loaded.fingerprint() == model.fingerprint()
+    expected = model.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
+    assert torch.equal(loaded.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"], expected)
+
+
+def test_untrained_inter_codec_starts_from_copying_the_reference():
+    """Zero-initialised motion: the prediction is the (nearly sharp) reference, so training starts from a copy."""
+    model = RDCInterCodec(N=8, M=8).eval()
+    x_ref = torch.rand(1, 3, 64, 64)
+    motion = model.motion.g_s(torch.randn(1, 8, 4, 4))
+    assert torch.equal(motion[:, :2], torch.zeros_like(motion[:, :2]))
+    prediction = model.forward_prediction(x_ref, motion)
+    assert (prediction - x_ref).abs().mean() < (x_ref - x_ref.mean()).abs().mean() / 2
+
+
+# --- the pipeline ----------------------------------------------------------------------------------------------
+
+
+def test_clip_round_trip_sizes_types_and_bits(video_pipe, clip_bytes):
+    out = video_pipe.decompress(clip_bytes, refine=False)
+    assert out.frame_types == ["I", "P", "P", "I", "P"]
+    assert len(out.frames) == 5 and all(f.size == (80, 48) for f in out.frames)
+    assert out.fps == 50
+    assert out.bpp == pytest.approx(8 * len(clip_bytes) / (80 * 48 * 5))
+    assert sum(out.frame_bpp) * 80 * 48 / 8 < len(clip_bytes)  # sections only: the header is on top
+
+
+def test_decoding_is_deterministic_and_refinement_changes_the_frames(video_pipe, clip_bytes):
+    fast = video_pipe.decompress(clip_bytes, refine=False, output_type="np").frames
+    first = video_pipe.decompress(clip_bytes, output_type="np").frames
+    again = video_pipe.decompress(clip_bytes, output_type="np").frames
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, fast)
+    independent = video_pipe.decompress(clip_bytes, temporal_noise="independent", output_type="np").frames
+    assert np.array_equal(independent[0], first[0])  # same seed, same first noise
+    assert not np.array_equal(independent[1:], first[1:])
+
+
+def test_fast_decode_matches_the_encoders_reconstruction(video_pipe):
+    """The encoder predicts each P-frame from the frame the decoder will have: decoding twice agrees."""
+    frames = moving_clip(4)
+    data = video_pipe.compress(frames, gop_size=4)
+    decoded = video_pipe.decompress(data, refine=False, output_type="pt").frames
+    assert decoded.shape == (4, 3, 48, 80)
+    redecoded = video_pipe.decompress(data, refine=False, output_type="pt").frames
+    assert torch.equal(decoded, redecoded)
+
+
+def test_noise_is_warped_along_the_flow_shared_or_fresh():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 3, 8, 16, generator=generator)
+    still = torch.zeros(1, 2, 8, 16)
+    assert torch.equal(RDCVideoPipeline.next_noise(noise, still, noise.shape, "warped", generator), noise)
+    assert torch.equal(RDCVideoPipeline.next_noise(noise, None, noise.shape, "shared", generator), noise)
+    fresh = RDCVideoPipeline.next_noise(noise, still, noise.shape, "independent", generator)
+    assert not torch.equal(fresh, noise)
+    one_pixel_left = torch.zeros(1, 2, 8, 16)
+    one_pixel_left[:, 0] = 2 / 16  # frame t samples frame t-1 one pixel to the right
+    warped = RDCVideoPipeline.next_noise(noise, one_pixel_left, noise.shape, "warped", generator)
+    assert torch.equal(warped[..., :-1], noise[..., 1:])
+    assert not torch.equal(warped[..., -1], noise[..., -1])  # uncovered column: fresh noise
+
+
+def test_other_models_refuse_the_clip(clip_bytes):
+    other = build_tiny_video_pipeline(seed=1)
+    with pytest.raises(RDCModelMismatchError, match="clip was written by model"):
+        other.decompress(clip_bytes)
+
+
+def test_frames_of_different_sizes_are_refused(video_pipe):
+    with pytest.raises(UnsupportedImageError, match="frame 1 is 64x48"):
+        video_pipe.compress([random_image(48, 80), random_image(48, 64)])
+
+
+def test_from_pretrained_finds_the_inter_codec_beside_an_image_model(tmp_path, video_pipe):
+    image_dir = tmp_path / "tiny-rdc"
+    video_pipe.image_pipeline().save_pretrained(image_dir)
+    with pytest.raises(ValueError, match="image-only model"):
+        RDCVideoPipeline.from_pretrained(image_dir)
+    video_pipe.inter_codec.save_pretrained(image_dir / "inter_codec")
+    loaded = RDCVideoPipeline.from_pretrained(image_dir)
+    assert loaded.inter_codec.fingerprint() == video_pipe.inter_codec.fingerprint()
+    data = video_pipe.compress(moving_clip(3), gop_size=2)
+    np.testing.assert_array_equal(loaded.decompress(data, output_type="np").frames,
+                                  video_pipe.decompress(data, output_type="np").frames)
+
+    saved = tmp_path / "tiny-video"
+    loaded.save_pretrained(saved)
+    reloaded = RDCVideoPipeline.from_pretrained(saved)
+    assert reloaded.inter_codec.fingerprint() == video_pipe.inter_codec.fingerprint()
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_video_dir(video_pipe, tmp_path_factory) -> Path:
+    """An image model folder with its inter codec in inter_codec/, the layout of the bundled models."""
+    path = tmp_path_factory.mktemp("models") / "tiny-rdc"
+    video_pipe.image_pipeline().save_pretrained(path)
+    video_pipe.inter_codec.save_pretrained(path / "inter_codec")
+    return path
+
+
+@pytest.fixture
+def frame_folder(tmp_path) -> Path:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(moving_clip(5)):
+        frame.save(folder / f"f{i + 1:03d}.png")
+    return folder
+
+
+def test_compress_video_then_decompress_video(rdc, frame_folder, tiny_video_dir, tmp_path):
+    clip = tmp_path / "clip.rdcv"
+    run = rdc("compress-video", frame_folder, "-o", clip, "--model", tiny_video_dir, "--gop", "4", "--fps", "50")
+    assert run.code == 0, run.err
+    assert "5 frames of 80x48 at 50 fps" in run.out
+
+    run = rdc("info", clip)
+    assert run.code == 0, run.err
+    assert "IPPPI" in run.out and "GOP 4" in run.out and "tiny-rdc" in run.out
+
+    run = rdc("decompress-video", clip, "-o", tmp_path / "clip.mp4", "--frames-dir", tmp_path / "out",
+              "--model", tiny_video_dir)
+    assert run.code == 0, run.err
+    assert "refined" in run.out and "warped noise" in run.out
+    decoded = read_video(tmp_path / "clip.mp4")
+    assert len(decoded.frames) == 5 and decoded.frames[0].size == (80, 48) and decoded.fps == 50
+    pngs = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in pngs] == [f"f{i:03d}.png" for i in range(1, 6)]
+    expected = RDCVideoPipeline.from_pretrained(tiny_video_dir).decompress(clip.read_bytes(), output_type="np")
+    np.testing.assert_array_equal(np.asarray(Image.open(pngs[2])), np.round(expected.frames[2] * 255).astype(np.uint8))
+
+    run = rdc("decompress-video", clip, "-o", tmp_path / "clip.mp4", "--model", tiny_video_dir, "--fast")
+    assert run.code == 2 and "already exists" in run.err
+
+
+def test_decompress_video_refuses_bad_files_before_loading_a_model(rdc, tmp_path, tiny_pipeline):
+    image_file = tmp_path / "image.rdc"
+    image_file.write_bytes(tiny_pipeline.compress(random_image(32, 32)))
+    run = rdc("decompress-video", image_file, "-o", tmp_path / "x.mp4", "--model", tmp_path / "no-such-model")
+    assert run.code == 1 and "image file" in run.err and "Traceback" not in run.err
+    garbage = tmp_path / "garbage.rdcv"
+    garbage.write_bytes(b"\x89RDV" + bytes(100))
+    run = rdc("decompress-video", garbage, "-o", tmp_path / "x.mp4", "--model", tmp_path / "no-such-model")
+    assert run.code == 1 and ("checksum" in run.err or "version" in run.err)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_odd_sized_clips_fail_before_decoding(rdc, video_pipe, tiny_video_dir, tmp_path):
+    clip = tmp_path / "odd.rdcv"
+    clip.write_bytes(video_pipe.compress([random_image(33, 40)] * 2))
+    run = rdc("decompress-video", clip, "-o", tmp_path / "odd.mp4", "--model", tiny_video_dir)
+    assert run.code == 1 and "even width and height" in run.err
+
+
+def test_compress_video_refuses_an_image_only_model(rdc, frame_folder, tiny_model_dir, tmp_path):
+    run = rdc("compress-video", frame_folder, "-o", tmp_path / "clip.rdcv", "--model", tiny_model_dir)
+    assert run.code == 2 and "image-only model" in run.err
+    assert not (tmp_path / "clip.rdcv").exists()
