@@ -5,8 +5,8 @@
 
 One clip, coded twice from the same frames: all-intra (every frame an I-frame of the image codec, GOP 1)
 and with P-frames (GOP ``--gop``). Each file is decoded fast (codecs only) and refined, the refinement with
-noise drawn independently per frame (per-frame refinement, the baseline), one shared noise field, or noise
-warped along the decoded motion (the pipeline's default). Per frame: its type, bpp (from the bytes of its
+noise drawn independently per frame (per-frame refinement, the baseline) or one noise field shared by every
+frame (the pipeline's default). Per frame: its type, bpp (from the bytes of its
 sections), PSNR, LPIPS (AlexNet) and flicker, the mean over pixels of |(out_t − out_{t−1}) − (in_t − in_{t−1})|
 on the 0–255 scale (0 when the decoded clip changes between frames exactly as the source does). Writes
 ``video.json`` (every frame), ``video.md`` (the table) and ``video.png`` (per-frame curves).
@@ -34,7 +34,6 @@ DECODES = {  # name -> decompress() arguments
     "fast": {"refine": False},
     "refined, independent noise": {"temporal_noise": "independent"},
     "refined, shared noise": {"temporal_noise": "shared"},
-    "refined, warped noise": {"temporal_noise": "warped"},
 }
 
 
@@ -101,8 +100,6 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for row in rows:
-        if row["decode"] not in ("fast", "refined, independent noise", "refined, warped noise"):
-            continue
         label = f"{row['coding']}, {row['decode']}"
         frames = row["frames"]
         if row["decode"] == "fast":
@@ -124,7 +121,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     clip = read_video(args.clip, fps=args.fps)
-    source = torch.stack([torch.from_numpy(np.asarray(f)).permute(2, 0, 1) for f in clip.frames])
+    source = torch.stack([torch.from_numpy(np.array(f)).permute(2, 0, 1) for f in clip.frames])
     source = source.float() / 255
     pipe = RDCVideoPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -134,8 +131,6 @@ def main() -> None:
         data = pipe.compress(clip.frames, fps=clip.fps, gop_size=gop)
         encode_s = (time.perf_counter() - start) / len(clip.frames)
         for decode, kwargs in DECODES.items():
-            if gop == 1 and decode == "refined, warped noise":
-                continue  # all-intra has no motion to warp along: it equals shared noise
             start = time.perf_counter()
             decoded = pipe.decompress(data, output_type="pt", **kwargs)
             decode_s = (time.perf_counter() - start) / len(clip.frames)

@@ -132,7 +132,7 @@ def export_inter_codec(args: argparse.Namespace) -> None:
         param.data = param.data.half().float()
     half.update(force=True)
     frames = read_video(args.data, max_frames=args.limit).frames
-    source = torch.stack([torch.from_numpy(np.asarray(f)).permute(2, 0, 1) for f in frames]).float() / 255
+    source = torch.stack([torch.from_numpy(np.array(f)).permute(2, 0, 1) for f in frames]).float() / 255
     report = {"frames": len(frames), "data": str(args.data), "gop_size": 8, "max_drop_db": args.max_drop}
     for name, inter in (("fp32", full), ("fp16", half)):
         pipe = RDCVideoPipeline(codec=image.codec, inter_codec=inter, unet=image.unet, scheduler=image.scheduler,

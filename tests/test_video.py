@@ -141,19 +141,15 @@ def test_fast_decode_matches_the_encoders_reconstruction(video_pipe):
     assert torch.equal(decoded, redecoded)
 
 
-def test_noise_is_warped_along_the_flow_shared_or_fresh():
-    generator = torch.Generator().manual_seed(0)
-    noise = torch.randn(1, 3, 8, 16, generator=generator)
-    still = torch.zeros(1, 2, 8, 16)
-    assert torch.equal(RDCVideoPipeline.next_noise(noise, still, noise.shape, "warped", generator), noise)
-    assert torch.equal(RDCVideoPipeline.next_noise(noise, None, noise.shape, "shared", generator), noise)
-    fresh = RDCVideoPipeline.next_noise(noise, still, noise.shape, "independent", generator)
-    assert not torch.equal(fresh, noise)
-    one_pixel_left = torch.zeros(1, 2, 8, 16)
-    one_pixel_left[:, 0] = 2 / 16  # frame t samples frame t-1 one pixel to the right
-    warped = RDCVideoPipeline.next_noise(noise, one_pixel_left, noise.shape, "warped", generator)
-    assert torch.equal(warped[..., :-1], noise[..., 1:])
-    assert not torch.equal(warped[..., -1], noise[..., -1])  # uncovered column: fresh noise
+def test_shared_noise_keeps_a_still_clip_still(video_pipe):
+    """Identical frames coded as I-frames: shared noise refines them identically, independent noise does not."""
+    data = video_pipe.compress([random_image(48, 80)] * 3, gop_size=1)
+    shared = video_pipe.decompress(data, output_type="np").frames
+    assert np.array_equal(shared[0], shared[1]) and np.array_equal(shared[1], shared[2])
+    independent = video_pipe.decompress(data, temporal_noise="independent", output_type="np").frames
+    assert not np.array_equal(independent[0], independent[1])
+    with pytest.raises(ValueError, match="temporal_noise must be one of"):
+        video_pipe.decompress(data, temporal_noise="warped")
 
 
 def test_other_models_refuse_the_clip(clip_bytes):
@@ -219,7 +215,7 @@ def test_compress_video_then_decompress_video(rdc, frame_folder, tiny_video_dir,
     run = rdc("decompress-video", clip, "-o", tmp_path / "clip.mp4", "--frames-dir", tmp_path / "out",
               "--model", tiny_video_dir)
     assert run.code == 0, run.err
-    assert "refined" in run.out and "warped noise" in run.out
+    assert "refined" in run.out and "shared noise" in run.out
     decoded = read_video(tmp_path / "clip.mp4")
     assert len(decoded.frames) == 5 and decoded.frames[0].size == (80, 48) and decoded.fps == 50
     pngs = sorted((tmp_path / "out").iterdir())

@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     unvideo.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
     unvideo.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                          help="sampler (default: the model's own scheduler)")
-    unvideo.add_argument("--temporal-noise", choices=["warped", "shared", "independent"], default="warped",
-                         help="noise across frames (default: warped along the decoded motion)")
+    unvideo.add_argument("--temporal-noise", choices=["shared", "independent"], default="shared",
+                         help="refinement noise: one field for every frame (default), or new per frame")
     unvideo.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     info = sub.add_parser("info", help="print the header of an .rdc or .rdcv file")

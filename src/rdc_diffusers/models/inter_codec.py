@@ -97,11 +97,10 @@ class RDCInterCodec(EntropyCodedModel):
 
     @torch.no_grad()
     def decompress(self, strings: list, shape, x_ref: Tensor) -> dict:
-        """Inverse of :meth:`compress`: ``x_hat`` clamped to [0, 1] and the decoded ``flow`` (normalised units)."""
+        """Inverse of :meth:`compress`: ``{"x_hat": the decoded frame, clamped to [0, 1]}``."""
         self.ensure_entropy_tables()
         m_hat = hyperprior_decompress(self.motion, strings[:2], shape)
-        motion_info = self.motion.g_s(m_hat)
-        x_pred = self.forward_prediction(x_ref, motion_info)
+        x_pred = self.forward_prediction(x_ref, self.motion.g_s(m_hat))
         r_hat = hyperprior_decompress(self.residual, strings[2:], shape)
         x_hat = x_pred + self.residual.g_s(torch.cat([r_hat, m_hat], 1))
-        return {"x_hat": x_hat.clamp_(0, 1), "flow": motion_info[:, :2]}
+        return {"x_hat": x_hat.clamp_(0, 1)}

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
-from compressai.models.utils import meshgrid2d
 from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -25,7 +23,7 @@ from ..models.residual_unet import ResidualUNet
 from ..video_bitstream import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
 from .pipeline_rdc import RDCPipeline
 
-TEMPORAL_NOISE = ("warped", "shared", "independent")
+TEMPORAL_NOISE = ("shared", "independent")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -37,7 +35,7 @@ EXAMPLE_DOC_STRING = """
         >>> clip = read_video("BasketballPass_416x240", fps=50)
         >>> data = pipe.compress(clip.frames, fps=clip.fps, gop_size=8)    # one .rdcv file, real rANS bytes
         >>> fast = pipe.decompress(data, refine=False).frames               # codecs only
-        >>> refined = pipe.decompress(data).frames                          # + residual diffusion, warped noise
+        >>> refined = pipe.decompress(data).frames                          # + residual diffusion, shared noise
         ```
 """
 
@@ -65,11 +63,10 @@ class RDCVideoPipeline(DiffusionPipeline):
                      ŷ_t = the image codec's latent of x̂_t (its own, for I-frames; re-analysed for P-frames)
                      x̂_t ← x̂_t + r_t,  r_t sampled by scheduler × unet(·, x̂_t, ŷ_t) from noise n_t
 
-    Temporal consistency comes from the noise: with ``temporal_noise="warped"`` (default), n_t is n_{t−1}
-    carried along the decoded motion (nearest-neighbour warp, so every value stays a unit Gaussian draw;
-    pixels whose source falls outside the frame draw fresh noise), so the sampled texture moves with the
-    content instead of boiling. ``"shared"`` reuses one noise field for every frame, ``"independent"``
-    draws new noise per frame (per-frame refinement, the flicker baseline).
+    Temporal consistency comes from the noise: with ``temporal_noise="shared"`` (default) every frame starts
+    from the same noise field, so where the decoded frames agree the sampled residuals agree too, and the
+    refinement adds no flicker of its own; ``"independent"`` draws new noise per frame (per-frame refinement,
+    the flicker baseline). Both are deterministic: the seed is in the file.
 
     Components:
         codec ([`RDCCodec`]): I-frames, and ŷ of every frame for the unet.
@@ -184,7 +181,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         *,
         refine: bool = True,
         num_inference_steps: int | None = None,
-        temporal_noise: str = "warped",
+        temporal_noise: str = "shared",
         generator: torch.Generator | None = None,
         eta: float = 0.0,
         output_type: str = "pil",
@@ -196,7 +193,7 @@ class RDCVideoPipeline(DiffusionPipeline):
             data: the file's bytes.
             refine: refine each frame with the residual diffusion model; ``False`` returns the codecs' frames.
             num_inference_steps: sampling steps per frame; default: the value stored in the file.
-            temporal_noise: ``"warped"``, ``"shared"`` or ``"independent"`` (see the class docstring).
+            temporal_noise: ``"shared"`` or ``"independent"`` (see the class docstring).
             generator: overrides the seed stored in the file.
             eta: DDIM's η (ignored by other schedulers).
             output_type: ``"pil"`` (a list of images), ``"np"`` (float32 ``[T, H, W, 3]``) or ``"pt"``
@@ -224,17 +221,17 @@ class RDCVideoPipeline(DiffusionPipeline):
             try:
                 if kind == "I":
                     decoded = self.codec.decompress(strings, shape)
-                    x_ref, y_hat, flow = decoded["x_init"], decoded["y_hat"], None
+                    x_ref, y_hat = decoded["x_init"], decoded["y_hat"]
                 else:
-                    decoded = self.inter_codec.decompress(strings, shape, x_ref)
-                    x_ref, flow = decoded["x_hat"], decoded["flow"]
+                    x_ref = self.inter_codec.decompress(strings, shape, x_ref)["x_hat"]
             except (RuntimeError, ValueError, IndexError) as err:
                 raise RDCFormatError(f"frame {i}: entropy decoding failed: {err}") from err
             x_hat = x_ref
             if refine:
                 if kind == "P":  # the unet is conditioned on the image codec's latent of this frame
                     y_hat = self.codec.latent(x_ref)
-                noise = self.next_noise(noise, flow, x_ref.shape, temporal_noise, generator)
+                if noise is None or temporal_noise == "independent":
+                    noise = randn_tensor(x_ref.shape, generator=generator, device=torch.device("cpu"))
                 x_hat = image_pipe.refine(x_ref, y_hat, num_inference_steps=steps, generator=generator, noise=noise,
                                           eta=eta)
             outputs.append(crop_to(x_hat.clamp(0, 1), header.height, header.width).cpu())
@@ -246,21 +243,6 @@ class RDCVideoPipeline(DiffusionPipeline):
         result = (frames, list(file.frame_types), frame_bpp, bpp, header.fps, bytes(data))
         return RDCVideoPipelineOutput(*result) if return_dict else result
 
-    @staticmethod
-    def next_noise(noise: torch.Tensor | None, flow: torch.Tensor | None, shape: torch.Size, mode: str,
-                   generator: torch.Generator | None) -> torch.Tensor:
-        """The starting noise of the next frame (see the class docstring)."""
-        fresh = randn_tensor(shape, generator=generator, device=torch.device("cpu"))
-        if noise is None or mode == "independent":
-            return fresh
-        if mode == "shared" or flow is None:  # I-frames carry no motion: keep the field as it is
-            return noise
-        # The flow is backward (frame t samples frame t − 1 at p + flow), in grid_sample's normalised units.
-        grid = meshgrid2d(*noise.shape, torch.device("cpu")) + flow.cpu().permute(0, 2, 3, 1).float()
-        warped = F.grid_sample(noise.cpu(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        inside = (grid.abs() <= 1).all(-1, keepdim=True).permute(0, 3, 1, 2)
-        return torch.where(inside, warped, fresh)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -271,7 +253,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         seed: int = 0,
         refine: bool = True,
         num_inference_steps: int | None = None,
-        temporal_noise: str = "warped",
+        temporal_noise: str = "shared",
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> RDCVideoPipelineOutput | tuple:
