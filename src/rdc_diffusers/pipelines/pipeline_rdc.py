@@ -13,7 +13,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
@@ -269,6 +269,7 @@ class RDCPipeline(DiffusionPipeline):
         return self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image,
@@ -288,6 +289,8 @@ class RDCPipeline(DiffusionPipeline):
         ``bpp`` is ``8 · len(bytes) / pixels``. Arguments as in :meth:`compress` and :meth:`decompress`.
         For a list input with ``output_type`` "np" or "pt", ``images`` is a list with one array per
         image, since the sizes may differ.
+
+        Examples:
         """
         images = image if isinstance(image, list) else [image]
         results = []

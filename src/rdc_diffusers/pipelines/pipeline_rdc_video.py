@@ -12,7 +12,7 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import RDCFormatError, UnsupportedImageError
@@ -244,6 +244,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         return RDCVideoPipelineOutput(*result) if return_dict else result
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         frames: Sequence,
@@ -257,7 +258,10 @@ class RDCVideoPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> RDCVideoPipelineOutput | tuple:
-        """Compress then decompress a clip: the frames a viewer of the file would see, and its bits."""
+        """Compress then decompress a clip: the frames a viewer of the file would see, and its bits.
+
+        Examples:
+        """
         data = self.compress(frames, fps=fps, gop_size=gop_size, seed=seed, num_inference_steps=num_inference_steps)
         return self.decompress(data, refine=refine, temporal_noise=temporal_noise, output_type=output_type,
                                return_dict=return_dict)
