@@ -101,19 +101,23 @@ def encode_file(file: RDCFile) -> bytes:
     sections = [bytes(s) for s in file.sections]
     if not 1 <= len(sections) <= MAX_SECTIONS:
         raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS} sections, got {len(sections)}")
-    for i, s in enumerate(sections):
-        if len(s) > 0xFFFFFFFF:
-            raise ValueError(f"section {i} is {len(s)} bytes, more than a u32 length can record")
 
     body = bytearray(
         _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, width, height, MODES.index(h.mode), bytes(h.model_id), len(name))
     )
     body += name
     body += _MIDDLE.pack(seed, steps, len(sections))
-    for s in sections:
-        body += _U32.pack(len(s))
-    for s in sections:
-        body += s
+    return seal(body, sections)
+
+
+def seal(body: bytearray, sections: list[bytes]) -> bytes:
+    """The tail both formats share: the u32 section lengths, the sections, then the CRC-32 of everything."""
+    for i, section in enumerate(sections):
+        if len(section) > 0xFFFFFFFF:
+            raise ValueError(f"section {i} is {len(section)} bytes, more than a u32 length can record")
+        body += _U32.pack(len(section))
+    for section in sections:
+        body += section
     body += _U32.pack(zlib.crc32(body))
     return bytes(body)
 
@@ -124,27 +128,7 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     The CRC is checked before any field past the version is trusted, so corruption is reported
     as corruption rather than as whatever nonsense the flipped field happens to spell.
     """
-    if isinstance(data, memoryview):
-        data = data.tobytes()
-    elif isinstance(data, bytearray):
-        data = bytes(data)
-    elif not isinstance(data, bytes):
-        raise RDCFormatError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
-
-    # Foreign data is reported as foreign even when it is short; a prefix of the magic is truncation.
-    if data[: len(MAGIC)] != MAGIC[: len(data)]:
-        raise RDCFormatError("not an .rdc file (bad magic bytes)")
-    if len(data) < MIN_FILE_SIZE:
-        raise RDCFormatError(f"truncated file: {len(data)} bytes, an .rdc file has at least {MIN_FILE_SIZE}")
-    version = data[len(MAGIC)]
-    if version > FORMAT_VERSION:
-        raise RDCFormatError(f"written by a newer format version {version}; this reader supports {FORMAT_VERSION}")
-    if version != FORMAT_VERSION:
-        raise RDCFormatError(f"unknown format version {version}; this reader supports {FORMAT_VERSION}")
-    (stored_crc,) = _U32.unpack_from(data, len(data) - _U32.size)
-    body = data[: -_U32.size]
-    if zlib.crc32(body) != stored_crc:
-        raise RDCFormatError("checksum mismatch: the file is corrupted or truncated")
+    body = verified_body(data, MAGIC, FORMAT_VERSION, MIN_FILE_SIZE, ".rdc")
 
     # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
     _, _, flags, width, height, mode_index, model_id, name_len = _PREFIX.unpack_from(body, 0)
@@ -166,16 +150,7 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     pos += _MIDDLE.size
     if n_sections == 0:
         raise RDCFormatError("file has no sections")
-    if pos + n_sections * _U32.size > len(body):
-        raise RDCFormatError("section table runs past the end of the file")
-    lengths = struct.unpack_from(f">{n_sections}I", body, pos)
-    pos += n_sections * _U32.size
-    if pos + sum(lengths) != len(body):
-        raise RDCFormatError(f"section lengths add up to {sum(lengths)} bytes but the file holds {len(body) - pos}")
-    sections = []
-    for n in lengths:
-        sections.append(body[pos : pos + n])
-        pos += n
+    sections = read_sections(body, pos, n_sections)
 
     header = RDCHeader(
         width=width,
@@ -186,7 +161,52 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
         seed=seed,
         num_inference_steps=steps,
     )
-    return RDCFile(header=header, sections=tuple(sections))
+    return RDCFile(header=header, sections=sections)
+
+
+def verified_body(data: bytes | bytearray | memoryview, magic: bytes, version: int, minimum: int, kind: str,
+                  foreign_hint: str = "") -> bytes:
+    """The checks both formats open with (type, magic, length, version, CRC); returns the bytes before the CRC.
+
+    The version is checked before the CRC because a newer version may lay the file out differently.
+    """
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    elif isinstance(data, bytearray):
+        data = bytes(data)
+    elif not isinstance(data, bytes):
+        raise RDCFormatError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
+
+    # Foreign data is reported as foreign even when it is short; a prefix of the magic is truncation.
+    if data[: len(magic)] != magic[: len(data)]:
+        raise RDCFormatError(f"not an {kind} file (bad magic bytes){foreign_hint}")
+    if len(data) < minimum:
+        raise RDCFormatError(f"truncated file: {len(data)} bytes, an {kind} file has at least {minimum}")
+    found = data[len(magic)]
+    if found > version:
+        raise RDCFormatError(f"written by a newer format version {found}; this reader supports {version}")
+    if found != version:
+        raise RDCFormatError(f"unknown format version {found}; this reader supports {version}")
+    (stored_crc,) = _U32.unpack_from(data, len(data) - _U32.size)
+    body = data[: -_U32.size]
+    if zlib.crc32(body) != stored_crc:
+        raise RDCFormatError("checksum mismatch: the file is corrupted or truncated")
+    return body
+
+
+def read_sections(body: bytes, pos: int, count: int) -> tuple[bytes, ...]:
+    """The ``count`` sections whose u32 length table starts at ``pos``; they must fill the rest of ``body``."""
+    if pos + count * _U32.size > len(body):
+        raise RDCFormatError("section table runs past the end of the file")
+    lengths = struct.unpack_from(f">{count}I", body, pos)
+    pos += count * _U32.size
+    if pos + sum(lengths) != len(body):
+        raise RDCFormatError(f"section lengths add up to {sum(lengths)} bytes but the file holds {len(body) - pos}")
+    sections = []
+    for n in lengths:
+        sections.append(body[pos : pos + n])
+        pos += n
+    return tuple(sections)
 
 
 def check_model(header: RDCHeader, model_id: bytes, model_name: str) -> None:

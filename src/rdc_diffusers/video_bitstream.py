@@ -8,11 +8,10 @@ clip needs (the image codec for I-frames, the inter codec for P-frames) by finge
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .bitstream import MAX_NAME_BYTES, MODEL_ID_SIZE, check_int
+from .bitstream import MAGIC, MAX_NAME_BYTES, MODEL_ID_SIZE, check_int, read_sections, seal, verified_body
 from .errors import RDCFormatError, RDCModelMismatchError
 
 __all__ = ["FRAME_SECTIONS", "VIDEO_FORMAT_VERSION", "VIDEO_MAGIC", "RDCVFile", "RDCVHeader", "check_models",
@@ -88,15 +87,7 @@ def encode_video_file(file: RDCVFile) -> bytes:
     body += name
     body += _MIDDLE.pack(seed, steps)
     body += bytes(_FRAME_TYPES.index(kind) for kind in file.frame_types)
-    payloads = [bytes(s) for sections in file.sections for s in sections]
-    for payload in payloads:
-        if len(payload) > 0xFFFFFFFF:
-            raise ValueError(f"a section of {len(payload)} bytes is more than a u32 length can record")
-        body += _U32.pack(len(payload))
-    for payload in payloads:
-        body += payload
-    body += _U32.pack(zlib.crc32(body))
-    return bytes(body)
+    return seal(body, [bytes(s) for sections in file.sections for s in sections])
 
 
 def decode_video_file(data: bytes | bytearray | memoryview) -> RDCVFile:
@@ -104,24 +95,10 @@ def decode_video_file(data: bytes | bytearray | memoryview) -> RDCVFile:
 
     The CRC is checked before any field past the version is trusted, so corruption is reported as such.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise RDCFormatError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
-    data = bytes(data)
-    if data[: len(VIDEO_MAGIC)] != VIDEO_MAGIC[: len(data)]:
-        hint = " (this is an .rdc image file: use decompress, not decompress-video)" if data[:4] == b"\x89RDC" else ""
-        raise RDCFormatError(f"not an .rdcv file (bad magic bytes){hint}")
+    is_image = isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[: len(MAGIC)]) == MAGIC
+    hint = " (this is an .rdc image file: use decompress, not decompress-video)" if is_image else ""
     minimum = _PREFIX.size + _MIDDLE.size + 1 + 2 * _U32.size + _U32.size
-    if len(data) < minimum:
-        raise RDCFormatError(f"truncated file: {len(data)} bytes, an .rdcv file has at least {minimum}")
-    version = data[len(VIDEO_MAGIC)]
-    if version != VIDEO_FORMAT_VERSION:
-        newer = "a newer" if version > VIDEO_FORMAT_VERSION else "an unknown"
-        raise RDCFormatError(f"written by {newer} format version {version}; this reader supports "
-                             f"{VIDEO_FORMAT_VERSION}")
-    (stored_crc,) = _U32.unpack_from(data, len(data) - _U32.size)
-    body = data[: -_U32.size]
-    if zlib.crc32(body) != stored_crc:
-        raise RDCFormatError("checksum mismatch: the file is corrupted or truncated")
+    body = verified_body(data, VIDEO_MAGIC, VIDEO_FORMAT_VERSION, minimum, ".rdcv", hint)
 
     # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
     (_, _, flags, width, height, fps_num, fps_den, gop, count, codec_id, inter_id,
@@ -147,21 +124,11 @@ def decode_video_file(data: bytes | bytearray | memoryview) -> RDCVFile:
     frame_types = tuple(_FRAME_TYPES[b] for b in type_bytes)
     if frame_types[0] != "I":
         raise RDCFormatError("the first frame is not an I-frame")
-    n_sections = sum(FRAME_SECTIONS[kind] for kind in frame_types)
-    if pos + n_sections * _U32.size > len(body):
-        raise RDCFormatError("section table runs past the end of the file")
-    lengths = struct.unpack_from(f">{n_sections}I", body, pos)
-    pos += n_sections * _U32.size
-    if pos + sum(lengths) != len(body):
-        raise RDCFormatError(f"section lengths add up to {sum(lengths)} bytes but the file holds {len(body) - pos}")
+    flat = read_sections(body, pos, sum(FRAME_SECTIONS[kind] for kind in frame_types))
     sections, index = [], 0
     for kind in frame_types:
-        frame = []
-        for n in lengths[index : index + FRAME_SECTIONS[kind]]:
-            frame.append(body[pos : pos + n])
-            pos += n
+        sections.append(flat[index : index + FRAME_SECTIONS[kind]])
         index += FRAME_SECTIONS[kind]
-        sections.append(tuple(frame))
     header = RDCVHeader(width=width, height=height, fps=Fraction(fps_num, fps_den), gop_size=gop, codec_id=codec_id,
                         inter_codec_id=inter_id, model_name=model_name, seed=seed, num_inference_steps=steps)
     return RDCVFile(header=header, frame_types=frame_types, sections=tuple(sections))
