@@ -93,19 +93,36 @@ def validate_codec(codec: RDCCodec, images: torch.Tensor) -> dict:
     return {"val_bpp": 8 * nbytes / images[:, 0].numel(), "val_psnr": sum(scores) / len(scores)}
 
 
-def initial_codec(args: argparse.Namespace) -> RDCCodec:
+def initial_codec(args: argparse.Namespace, cls: type = RDCCodec):
     """A random codec, or the ``--init`` one in training mode: ``from_pretrained`` returns eval mode, where the
     entropy models round instead of adding noise and the rate term no longer reaches the encoder."""
-    return (RDCCodec.from_pretrained(args.init) if args.init else RDCCodec(N=args.N, M=args.M)).train()
+    return (cls.from_pretrained(args.init) if args.init else cls(N=args.N, M=args.M)).train()
+
+
+def codec_optimizers(model, args: argparse.Namespace) -> tuple[list, torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam on the transforms, and compressai's separate Adam on the entropy bottlenecks' quantiles (aux loss)."""
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    return net_params, torch.optim.Adam(net_params, lr=args.lr), torch.optim.Adam(aux_params, lr=args.aux_lr)
+
+
+def codec_update(accelerator: Accelerator, model, loss: torch.Tensor, net_params: list, optimizer, aux_optimizer):
+    """One step of both optimizers: the rate-distortion loss (clipped), then the aux loss; returns the aux loss."""
+    optimizer.zero_grad()
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(net_params, 1.0)
+    optimizer.step()
+    aux_loss = accelerator.unwrap_model(model).aux_loss()
+    aux_optimizer.zero_grad()
+    accelerator.backward(aux_loss)
+    aux_optimizer.step()
+    return aux_loss
 
 
 def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
     output = Path(args.output)
     codec = initial_codec(args)
-    aux_params = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
-    net_params = [p for n, p in codec.named_parameters() if not n.endswith(".quantiles")]
-    optimizer = torch.optim.Adam(net_params, lr=args.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    net_params, optimizer, aux_optimizer = codec_optimizers(codec, args)
     dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     codec, optimizer, aux_optimizer, loader = accelerator.prepare(codec, optimizer, aux_optimizer, loader)
@@ -115,15 +132,7 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
     def train_step(x: torch.Tensor) -> dict:
         out = codec(x)
         losses = rate_distortion_loss(out["likelihoods"], out["x_init"], x, args.lmbda)
-        optimizer.zero_grad()
-        accelerator.backward(losses["loss"])
-        accelerator.clip_grad_norm_(net_params, 1.0)
-        optimizer.step()
-        aux_loss = accelerator.unwrap_model(codec).aux_loss()
-        aux_optimizer.zero_grad()
-        accelerator.backward(aux_loss)
-        aux_optimizer.step()
-        return losses | {"aux": aux_loss}
+        return losses | {"aux": codec_update(accelerator, codec, losses["loss"], net_params, optimizer, aux_optimizer)}
 
     run_loop(args, accelerator, loader, optimizer, step, train_step,
              lambda: validate_codec(accelerator.unwrap_model(codec), val_images), log)
@@ -142,11 +151,8 @@ def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None
 
     output = Path(args.output)
     codec = RDCCodec.from_pretrained(args.codec).eval().requires_grad_(False)
-    model = (RDCInterCodec.from_pretrained(args.init) if args.init else RDCInterCodec(N=args.N, M=args.M)).train()
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    optimizer = torch.optim.Adam(net_params, lr=args.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    model = initial_codec(args, RDCInterCodec)
+    net_params, optimizer, aux_optimizer = codec_optimizers(model, args)
     dataset = MovingCropDataset(args.train_dir, args.crop_size, frames=args.frames, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     model, optimizer, aux_optimizer, loader = accelerator.prepare(model, optimizer, aux_optimizer, loader)
@@ -163,15 +169,7 @@ def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None
             losses.append(rate_distortion_loss(out["likelihoods"], out["x_hat"], clip[:, k], args.lmbda))
             x_ref = out["x_hat"].detach().clamp(0, 1)
         mean = {key: sum(loss[key] for loss in losses) / len(losses) for key in losses[0]}
-        optimizer.zero_grad()
-        accelerator.backward(mean["loss"])
-        accelerator.clip_grad_norm_(net_params, 1.0)
-        optimizer.step()
-        aux_loss = accelerator.unwrap_model(model).aux_loss()
-        aux_optimizer.zero_grad()
-        accelerator.backward(aux_loss)
-        aux_optimizer.step()
-        return mean | {"aux": aux_loss}
+        return mean | {"aux": codec_update(accelerator, model, mean["loss"], net_params, optimizer, aux_optimizer)}
 
     run_loop(args, accelerator, loader, optimizer, step, train_step,
              lambda: validate_inter(codec, accelerator.unwrap_model(model), val_clips.to(accelerator.device)), log)
