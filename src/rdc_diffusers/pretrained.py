@@ -22,3 +22,10 @@ def resolve_model(name_or_path: str | Path) -> str | Path:
     if str(name_or_path) in bundled_models():
         return BUNDLED_DIR / str(name_or_path)
     return name_or_path
+
+
+def safetensors_only(kwargs: dict) -> dict:
+    """``from_pretrained`` keyword arguments that load safetensors weights only: pickle files can run code."""
+    if kwargs.get("use_safetensors") is False:
+        raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
+    return kwargs | {"use_safetensors": True}

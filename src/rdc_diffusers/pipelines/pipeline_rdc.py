@@ -96,12 +96,9 @@ class RDCPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCPipeline:
         """Load from a folder, a Hub repo id or the name of a bundled model; safetensors only."""
-        from ..pretrained import resolve_model
+        from ..pretrained import resolve_model, safetensors_only
 
-        if kwargs.get("use_safetensors") is False:
-            raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
-        kwargs["use_safetensors"] = True
-        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **kwargs)
+        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **safetensors_only(kwargs))
 
     def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False,
                         model_card: str | None = None, repo_id: str | None = None, **kwargs) -> None:

@@ -97,19 +97,14 @@ class RDCVideoPipeline(DiffusionPipeline):
         The bundled image models carry their inter codec in ``inter_codec/``, so ``"rdc-bsds-q3"`` names
         both, and the image codec and unet are stored once.
         """
-        from ..pretrained import resolve_model
+        from ..pretrained import resolve_model, safetensors_only
 
-        if kwargs.get("use_safetensors") is False:
-            raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
-        kwargs["use_safetensors"] = True
+        kwargs = safetensors_only(kwargs)
         path = resolve_model(pretrained_model_name_or_path)
-        config = cls.load_config(path, **{k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision",
-                                                                                       "local_files_only")})
-        if "inter_codec" not in kwargs and "inter_codec" not in config:
-            load_kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision",
-                                                                     "local_files_only")}
+        hub_kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision", "local_files_only")}
+        if "inter_codec" not in kwargs and "inter_codec" not in cls.load_config(path, **hub_kwargs):
             try:
-                kwargs["inter_codec"] = RDCInterCodec.from_pretrained(path, subfolder="inter_codec", **load_kwargs)
+                kwargs["inter_codec"] = RDCInterCodec.from_pretrained(path, subfolder="inter_codec", **hub_kwargs)
             except OSError as err:
                 raise ValueError(f"{pretrained_model_name_or_path} has no inter codec (no inter_codec/ folder): it "
                                  "is an image-only model; use RDCPipeline") from err
@@ -146,13 +141,13 @@ class RDCVideoPipeline(DiffusionPipeline):
             raise UnsupportedImageError("a clip needs at least one frame")
         if gop_size < 1:
             raise ValueError(f"gop_size must be >= 1, got {gop_size}")
-        first, _ = to_tensor(frames[0])
-        height, width = first.shape[-2:]
         device = self.codec.device
         types, sections, x_ref = [], [], None
         for i, frame in enumerate(frames):
             x, _ = to_tensor(frame)
-            if x.shape[-2:] != (height, width):
+            if i == 0:
+                height, width = x.shape[-2:]
+            elif x.shape[-2:] != (height, width):
                 raise UnsupportedImageError(f"frame {i} is {x.shape[-1]}x{x.shape[-2]}, frame 0 is {width}x{height}: "
                                             "all frames of a clip must have one size")
             x = pad_to_multiple(x, self.codec.alignment).to(device)
