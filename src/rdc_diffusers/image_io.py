@@ -37,6 +37,8 @@ _ALPHA_MODES = ("LA", "PA", "RGBA")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L")
 SUPPORTED_MODES = _CONVERT_TO_RGB + ("P",) + _ALPHA_MODES + _SIXTEEN_BIT + ("I", "F")
 OUTPUT_TYPES = ("pil", "np", "pt")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+"""File suffixes taken as images when a folder is read (training data, evaluation sets, video frames)."""
 # Pillow raises these for undecodable, truncated or hostile files (UnidentifiedImageError is an OSError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 

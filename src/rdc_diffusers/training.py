@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .image_io import IMAGE_SUFFIXES
 from .metrics.quality import psnr  # noqa: F401 (re-exported: the training script imports it from here)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def list_images(root: str | Path) -> list[Path]:

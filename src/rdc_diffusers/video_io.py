@@ -21,12 +21,11 @@ from PIL import Image
 
 from .cli import write_atomically
 from .errors import UnsupportedImageError, UnsupportedVideoError
-from .image_io import open_image, to_output, to_tensor
+from .image_io import IMAGE_SUFFIXES, open_image, to_output, to_tensor
 
 __all__ = ["Video", "check_video_target", "read_video", "write_frames", "write_video"]
 
 DEFAULT_FPS = Fraction(25)
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m")
 CRF = 12  # libx264: visually lossless, so what we measure is our codec's loss, not the container's
 MPEG4_QSCALE = 2  # fallback encoder's equivalent: the finest quantiser that keeps sizes sane
@@ -154,10 +153,10 @@ def _check_new(path: Path, force: bool) -> None:
 
 def _read_folder(folder: Path, max_frames: int | None) -> list[Image.Image]:
     """Frames from the image files directly in ``folder`` (hidden files, e.g. half-written ones, skipped)."""
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")),
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
                    key=_natural_key)
     if not files:
-        raise UnsupportedVideoError(f"{folder}: no image frames ({', '.join(FRAME_SUFFIXES)}) in this folder")
+        raise UnsupportedVideoError(f"{folder}: no image frames ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     frames: list[Image.Image] = []
     for file in files[:max_frames]:
         try:
