@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
+from .atomic_write import write_atomically
 from .errors import RDCError
 
 SCHEDULERS = {
@@ -145,16 +145,6 @@ def read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
     return path.read_bytes()
-
-
-def write_atomically(path: Path, write) -> None:
-    """Write through a temporary sibling, so a failure never leaves a half-written output behind."""
-    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_pipeline(model: str, video: bool = False):

@@ -50,7 +50,11 @@ def select_results(entries: list[dict], name: str, scheduler: str, steps: int) -
 
 
 def training_budget(training_dir: str | Path) -> dict:
-    """Minutes and iterations per training stage from ``<stage>_train_log.jsonl`` (resumed runs restart the clock)."""
+    """Minutes and iterations per run from ``<run>_train_log.jsonl`` (resumed runs restart the clock).
+
+    ``<run>`` is the stage (``codec``, ``residual``, ``inter``), or ``<stage>-<tag>`` for an earlier run of a
+    model that was fine-tuned again (e.g. ``codec-0.0018`` before ``codec`` at a new λ).
+    """
     budget = {}
     for log in sorted(Path(training_dir).glob("*_train_log.jsonl")):
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -175,8 +179,9 @@ def render_card(
     ]
     if training:
         lines += ["| stage | minutes | iterations | settings |", "|---|---|---|---|"]
-        for stage, t in training.items():
+        for run, t in training.items():
             a = t["args"]
+            stage = a.get("stage", run.split("-")[0])
             if stage in ("codec", "inter"):
                 settings = (f"N={a.get('N')}, M={a.get('M')}, λ={a.get('lmbda')}, crops {a.get('crop_size')}, "
                             f"batch {a.get('batch_size')}, lr {a.get('lr')}→{a.get('final_lr')}")
@@ -187,10 +192,11 @@ def render_card(
                             f"ρ={a.get('rho')} LPIPS, crops {a.get('crop_size')}, batch {a.get('batch_size')}, "
                             f"lr {a.get('lr')}→{a.get('final_lr')}, EMA {a.get('ema_decay')}")
             if a.get("init"):
-                settings += f", warm start from {Path(a['init']).parent.name}"
-            lines.append(f"| {stage} | {t['minutes']} | {t['iterations']} | {settings} |")
+                start = Path(a["init"]).parent.name
+                settings += f", warm start from {'the earlier run above' if start == name else start}"
+            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {settings} |")
         total = sum(t["minutes"] for t in training.values())
-        warm = sorted({Path(t["args"]["init"]).parent.name for t in training.values() if t["args"].get("init")})
+        warm = sorted({Path(t["args"]["init"]).parent.name for t in training.values() if t["args"].get("init")} - {name})
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
                   + ". The logs and arguments ship with the model in `training/`.", ""]

@@ -29,3 +29,10 @@ def safetensors_only(kwargs: dict) -> dict:
     if kwargs.get("use_safetensors") is False:
         raise ValueError("rdc-diffusers loads safetensors weights only (pickle files can run code)")
     return kwargs | {"use_safetensors": True}
+
+
+def model_name(name_or_path: str | Path | None) -> str:
+    """A readable model name for messages and file headers: a folder's name, or the Hub repo id (≤ 255 bytes)."""
+    name = str(name_or_path or "unsaved-model")
+    path = Path(name)
+    return (path.name if path.exists() else name).encode()[:255].decode(errors="ignore")

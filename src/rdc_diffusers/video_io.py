@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from .cli import write_atomically
+from .atomic_write import write_atomically
 from .errors import UnsupportedImageError, UnsupportedVideoError
 from .image_io import IMAGE_SUFFIXES, open_image, to_output, to_tensor
 

@@ -21,6 +21,7 @@ from ..errors import RDCFormatError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
 from ..models.codec import RDCCodec
 from ..models.residual_unet import ResidualUNet
+from ..pretrained import model_name, resolve_model, safetensors_only
 
 DEFAULT_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
@@ -96,8 +97,6 @@ class RDCPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCPipeline:
         """Load from a folder, a Hub repo id or the name of a bundled model; safetensors only."""
-        from ..pretrained import resolve_model, safetensors_only
-
         return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **safetensors_only(kwargs))
 
     def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False,
@@ -122,9 +121,7 @@ class RDCPipeline(DiffusionPipeline):
     @property
     def model_name(self) -> str:
         """A readable name for messages and file headers: the folder's name, or the Hub repo id."""
-        name = str(self.name_or_path or "unsaved-model")
-        path = Path(name)
-        return (path.name if path.exists() else name).encode()[:255].decode(errors="ignore")
+        return model_name(self.name_or_path)
 
     def check_prediction_type(self) -> None:
         unet_type, scheduler_type = self.unet.config.prediction_type, self.scheduler.config.prediction_type

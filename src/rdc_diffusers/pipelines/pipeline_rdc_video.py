@@ -20,6 +20,7 @@ from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
 from ..models.codec import RDCCodec
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
+from ..pretrained import model_name, resolve_model, safetensors_only
 from ..video_bitstream import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
 from .pipeline_rdc import RDCPipeline
 
@@ -97,8 +98,6 @@ class RDCVideoPipeline(DiffusionPipeline):
         The bundled image models carry their inter codec in ``inter_codec/``, so ``"rdc-bsds-q3"`` names
         both, and the image codec and unet are stored once.
         """
-        from ..pretrained import resolve_model, safetensors_only
-
         kwargs = safetensors_only(kwargs)
         path = resolve_model(pretrained_model_name_or_path)
         hub_kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision", "local_files_only")}
@@ -112,7 +111,8 @@ class RDCVideoPipeline(DiffusionPipeline):
 
     @property
     def model_name(self) -> str:
-        return RDCPipeline.model_name.fget(self)
+        """A readable name for messages and file headers: the folder's name, or the Hub repo id."""
+        return model_name(self.name_or_path)
 
     def image_pipeline(self) -> RDCPipeline:
         """The same codec, unet and scheduler as an [`RDCPipeline`] (shared modules, no copies)."""
