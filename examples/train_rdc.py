@@ -12,7 +12,8 @@ coded by the frozen image codec, the next ones predicted from the previous decod
         --output runs/inter
 
 Every run writes `train_log.jsonl` and `args.json` into its output folder, checkpoints with
-`accelerator.save_state` into `<output>/checkpoint` (resumed automatically when present) and ends with
+`accelerator.save_state` into `<output>/checkpoint` (resumed when present and the run's settings are the same;
+only the budget, `--iterations`/`--max-minutes`/`--log-every`/`--val-every`, may change) and ends with
 `save_pretrained`. `--max-minutes` stops cleanly at a wall-clock budget.
 """
 
@@ -364,6 +365,23 @@ def resume(accelerator: Accelerator, output: Path) -> int:
     return 0
 
 
+BUDGET_ARGS = {"iterations", "max_minutes", "log_every", "val_every"}
+"""What may change when a run is resumed; any other difference means the folder holds another run."""
+
+
+def check_same_run(output: Path, args: argparse.Namespace) -> None:
+    """Refuse to resume a checkpoint made with other settings (it would silently ignore the new ``--lmbda``,
+    ``--init``, ...) and to append to that run's log."""
+    if not (output / "checkpoint").exists() or not (output / "args.json").exists():
+        return
+    before = json.loads((output / "args.json").read_text())
+    changed = [f"--{k.replace('_', '-')} {before.get(k)} there, {v} now"
+               for k, v in vars(args).items() if k not in BUDGET_ARGS and before.get(k) != v]
+    if changed:
+        raise SystemExit(f"{output} holds a checkpoint of another run ({'; '.join(changed)}): "
+                         "choose another --output, or delete that folder to start over")
+
+
 def save_step(output: Path, step: int) -> None:
     (output / "step.json").write_text(json.dumps({"step": step}))
 
@@ -374,6 +392,7 @@ def main() -> None:
     set_seed(args.seed)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    check_same_run(output, args)
     (output / "args.json").write_text(json.dumps(vars(args), indent=2))
     start = time.time()
 

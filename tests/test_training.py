@@ -23,9 +23,14 @@ def load_script():
     return module
 
 
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """The script on a tiny budget; ``args`` come after ``TINY``, so they may override it."""
+    return subprocess.run([PYTHON, str(SCRIPT), *TINY, *args], env=python_env(OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=600)
+
+
 def train(*args: str) -> list[dict]:
-    result = subprocess.run([PYTHON, str(SCRIPT), *args, *TINY], env=python_env(OMP_NUM_THREADS="1"),
-                            capture_output=True, text=True, timeout=600)
+    result = run_script(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     output = Path(args[args.index("--output") + 1])
     return [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
@@ -77,6 +82,19 @@ def test_a_warm_started_codec_run_resumes_from_its_init(codec_run, photos, tmp_p
     assert json.loads((tmp_path / "warm" / "args.json").read_text())["init"] == str(codec_run)
     assert RDCCodec.from_pretrained(tmp_path / "warm" / "codec").config.M == 24  # the init's size, not --M
     assert log[-1]["val_bpp"] > 0
+
+
+def test_a_checkpoint_resumes_with_a_new_budget_but_not_with_other_settings(photos, tmp_path):
+    common = ["codec", "--train-dir", str(photos), "--val-dir", str(photos), "--output", str(tmp_path / "run"),
+              "--N", "16", "--M", "24"]
+    train(*common)
+    log = train(*common, "--iterations", "3")  # a longer budget resumes the run
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    result = run_script(*common, "--lmbda", "0.05")
+    assert result.returncode != 0
+    assert "holds a checkpoint of another run (--lmbda 0.0067 there, 0.05 now)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["lmbda"] == 0.0067  # left as it was
 
 
 def test_the_inter_stage_saves_a_p_frame_codec_for_the_video_pipeline(codec_run, photos, tmp_path):
