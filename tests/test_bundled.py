@@ -111,3 +111,21 @@ def test_the_issue_6_commands_on_basketballpass(tmp_path):
     scores = {kind: [psnr(image_tensor(frames[t])[0], image_tensor(source[t])[0]) for t in range(32)
                      if file.frame_types[t] == kind] for kind in "IP"}
     assert np.mean(scores["P"]) > np.mean(scores["I"]) - 1.5
+
+
+def test_a_wheel_ships_every_file_of_the_bundled_models():
+    """`pip install .` (not -e) copies only package-data files: every file of bundled/ must match a pattern."""
+    import fnmatch
+
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = root / "src" / "rdc_diffusers"
+    files = [p.relative_to(package).as_posix() for p in (package / "bundled").rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts]
+    assert files
+    # setuptools' "*" does not cross "/", unlike fnmatch's: compare the depth too
+    left_out = [f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/")
+                                            for pat in patterns["rdc_diffusers"])]
+    assert not left_out

@@ -107,6 +107,13 @@ def test_too_many_pixels_is_refused_before_decoding(client, tmp_path):
         client.predict(handle_file(tmp_path / "big.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
 
 
+def test_a_grayscale_upload_reaches_the_app_as_uploaded(client, tmp_path):
+    """Gradio must not convert (decode) non-RGB uploads itself: the pixel limit comes first, then RDC's modes."""
+    Image.new("L", (80, 60), 128).save(tmp_path / "big_gray.png")
+    with pytest.raises(AppError, match=r"80x60 = 0.0048 MP"):
+        client.predict(handle_file(tmp_path / "big_gray.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
+
+
 def test_too_large_upload_is_refused(client, tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (60, 180, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise2.png")  # ~32 KB of incompressible noise > 0.02 MB

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .results import curves, number
+from .results import merged_curves, number
 
 METRICS = {"psnr": 1.0, "lpips": -1.0, "ms_ssim": 1.0}
 """Metrics BD-rate is defined for here, with the sign that makes "higher is better" (LPIPS is negated)."""
@@ -64,20 +64,19 @@ def bd_rate(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, f
     return float(value)
 
 
-def bd_rate_table(anchor_results: dict, test_results: dict, metrics: Sequence[str] = ("psnr", "lpips"),
-                  same_file: bool = False) -> list[dict]:
-    """BD-rates of every curve of ``test_results`` against every curve of ``anchor_results`` (loaded files).
+def bd_rate_table(results: Sequence[dict], metrics: Sequence[str] = ("psnr", "lpips")) -> list[dict]:
+    """BD-rates of every curve against every other curve of the loaded result files (see :func:`merged_curves`:
+    one curve's points may come from several files).
 
-    Returns one row per (anchor curve, test curve): ``{"anchor", "test", "anchor_points", "test_points",
-    "bdrate_psnr", "bdrate_lpips"}`` (percent; NaN where undefined). Curves with one point are skipped. With
-    ``same_file`` a curve is not compared with itself.
+    Returns one row per ordered pair (anchor curve, test curve): ``{"anchor", "test", "anchor_points",
+    "test_points", "bdrate_psnr", "bdrate_lpips"}`` (percent; NaN where undefined). Curves with one point are
+    skipped.
     """
-    anchor_curves = {k: v for k, v in curves(anchor_results).items() if len(v) >= 2}
-    test_curves = {k: v for k, v in curves(test_results).items() if len(v) >= 2}
+    found = {name: entries for name, entries in merged_curves(results).items() if len(entries) >= 2}
     rows = []
-    for anchor_name, anchor in anchor_curves.items():
-        for test_name, test in test_curves.items():
-            if same_file and anchor_name == test_name:
+    for anchor_name, anchor in found.items():
+        for test_name, test in found.items():
+            if anchor_name == test_name:
                 continue
             row = {"anchor": anchor_name, "test": test_name, "anchor_points": len(anchor), "test_points": len(test)}
             for metric in metrics:

@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=_int_in(1, 2**31), default=None, help="only the first N images by name")
     evaluate.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
-    bdrate = sub.add_parser("bdrate", help="BD-rates (PSNR, LPIPS) of the curves in B against those in A")
-    bdrate.add_argument("anchor", type=Path, help="result file A (the anchor)")
-    bdrate.add_argument("test", type=Path, help="result file B (the codec under test)")
+    bdrate = sub.add_parser("bdrate", help="BD-rates (PSNR, LPIPS) of every curve against every other, across "
+                                           "result files (one curve's points may come from several files)")
+    bdrate.add_argument("results", type=Path, nargs="+", help="result files (JSON), e.g. one `rdc eval` file per model")
 
     plot = sub.add_parser("plot", help="bpp-PSNR and bpp-LPIPS charts of result files (PNG)")
     plot.add_argument("results", type=Path, nargs="+", help="result files (JSON)")
@@ -272,11 +272,9 @@ def run_bdrate(args: argparse.Namespace) -> None:
     from .bdrate import bd_rate_table
     from .results import load_results
 
-    anchor, test = load_results(args.anchor), load_results(args.test)
-    same = args.anchor.resolve() == args.test.resolve()
-    rows = bd_rate_table(anchor, test, same_file=same)
+    rows = bd_rate_table([load_results(path) for path in args.results])
     if not rows:
-        raise CLIError("no pair of curves to compare (each side needs a curve with at least two rates)")
+        raise CLIError("no pair of curves to compare (it takes two curves with at least two rates each)")
     print("BD-rate of test vs anchor, % (negative: fewer bits for the same quality; LPIPS as -LPIPS)")
     for row in rows:
         print(f"{row['test']} vs {row['anchor']}: PSNR {row['bdrate_psnr']:+.2f} %, "

@@ -246,7 +246,10 @@ def build_demo(
             decode = gr.Radio([REFINED, FAST], value=REFINED, label="Decode")
         with gr.Tab("Compress an image"):
             with gr.Row():
-                image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=320)
+                # image_mode=None: Gradio hands over the file as uploaded, without decoding or converting it,
+                # so the pixel limit is checked (open_upload) before any pixels are decoded
+                image_in = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                                    height=320)
                 with gr.Column():
                     run = gr.Button("Compress and decode", variant="primary")
                     rdc_out = gr.File(label=".rdc file (download)", interactive=False)

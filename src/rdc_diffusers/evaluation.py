@@ -6,7 +6,7 @@ Follows the protocol of docs/METHOD.md:
   the whole JPEG/WebP/AVIF file), never from likelihoods;
 * **distortion**: PSNR on 8-bit RGB after rounding and clamping, MS-SSIM with ``data_range=1``
   (``NaN`` for images with a side below 161 px, see :mod:`rdc_diffusers.metrics.quality`);
-* **perception**: LPIPS (AlexNet, v0.1); ``NaN`` with a warning when the optional LPIPS packages are missing;
+* **perception**: LPIPS (AlexNet, v0.1); an ``ImportError`` naming what to install when its packages are missing;
   patch FID and KID following HiFiC (:mod:`rdc_diffusers.metrics.fid`): each record carries its image's
   ``patches`` count and, privately, the InceptionV3 features of its original and decoded patches
   (``_fid_real``/``_fid_fake``, never written to files); :func:`summarize` pools them per method/decode into
@@ -41,13 +41,18 @@ CLASSICAL_CODECS = ("jpeg", "webp", "avif")
 """Codec names :func:`evaluate_classical` knows; ``avif`` only where Pillow was built with libavif."""
 
 _RESERVED_DECODE_KEYS = ("output_type", "return_dict")
-_warned: set[str] = set()
 
 
-def _warn_once(what: str, err: Exception) -> None:
-    if what not in _warned:
-        warnings.warn(f"{what} is reported as NaN: {err}", stacklevel=3)
-        _warned.add(what)
+def check_metrics(fid: bool = True) -> None:
+    """Load LPIPS (and with ``fid`` the InceptionV3) now: a missing package fails with an ImportError naming
+    what to install before any image is coded. Both models are cached, so this costs nothing later."""
+    from .metrics.lpips import lpips_model
+
+    lpips_model()
+    if fid:
+        from .metrics.fid import inception_v3_features
+
+        inception_v3_features()
 
 
 def _quantize(x: torch.Tensor) -> torch.Tensor:
@@ -56,27 +61,19 @@ def _quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _lpips(a: torch.Tensor, b: torch.Tensor) -> float:
-    """LPIPS as a float, or NaN (warning once) when the optional packages are not installed."""
-    try:
-        with torch.no_grad():
-            return float(lpips(a, b)[0])
-    except ImportError as err:
-        _warn_once("LPIPS", err)
-        return float("nan")
+    """LPIPS as a float; without its packages an ImportError names what to install (never a silent NaN)."""
+    with torch.no_grad():
+        return float(lpips(a, b)[0])
 
 
 def _patch_features(reference: torch.Tensor, decoded: torch.Tensor) -> dict:
-    """``patches`` and the InceptionV3 features of both images' HiFiC patches (none without the packages)."""
+    """``patches`` and the InceptionV3 features of both images' HiFiC patches."""
     from .metrics.fid import count_hific_patches, hific_patches, inception_v3_features
 
     patches = count_hific_patches(*reference.shape[-2:])
     if patches == 0:
         return {"patches": 0}
-    try:
-        extractor = inception_v3_features()
-    except ImportError as err:
-        _warn_once("FID/KID", err)
-        return {"patches": patches}
+    extractor = inception_v3_features()  # without its packages: an ImportError naming what to install
     return {"patches": patches,
             "_fid_real": extractor(hific_patches(reference)).numpy(),
             "_fid_fake": extractor(hific_patches(decoded)).numpy()}
@@ -157,6 +154,7 @@ def evaluate_pipeline(
             raise ValueError(f"decode {name!r}: {', '.join(bad)} is set by evaluate_pipeline, leave it out")
     method = pipe.model_name if method is None else method
     default_steps = pipe.config.default_num_inference_steps
+    check_metrics(fid)
     records = []
     for path in tqdm(list(map(Path, paths)), desc=method, unit="image", disable=not progress):
         image = open_image(path)
@@ -223,10 +221,11 @@ def evaluate_classical(
 
     Pillow, in memory: JPEG with ``optimize=True`` (libjpeg-turbo, default 4:2:0 subsampling), WebP with
     ``method=6``, AVIF with ``speed=6`` (only where ``features.check("avif")``; otherwise ``RuntimeError``).
-    The integer quality 1..100 is binary-searched per image for the highest quality whose file (all of it)
-    is ``<= target_bpp``; this assumes the size grows with the quality, which holds for these encoders up to
-    rare one-step wobbles. If even quality 1 is above the target, quality 1 is used and a warning is issued
-    (the record's ``bpp`` then exceeds ``target_bpp``).
+    The integer quality 0..100 (Pillow's whole range) is binary-searched per image for the highest quality
+    whose file (all of it) is ``<= target_bpp``; this assumes the size grows with the quality, which holds for
+    these encoders up to rare one-step wobbles. If even quality 0 is above the target (WebP cannot go below
+    about 0.15 bpp on Kodak), quality 0 is used and a warning is issued (the record's ``bpp`` then exceeds
+    ``target_bpp``).
 
     For a curve, call it once per target rate (e.g. 0.1 to 1.0 bpp): every rate is its own ``decode`` group
     and :func:`curve_name` joins them into one curve per codec.
@@ -239,6 +238,7 @@ def evaluate_classical(
         raise RuntimeError(f"this Pillow cannot write {codec.upper()} (features.check({codec!r}) is False)")
     if not target_bpp > 0:
         raise ValueError(f"target_bpp must be > 0, got {target_bpp}")
+    check_metrics(fid)
     records = []
     for path in tqdm(list(map(Path, paths)), desc=f"{codec} <={target_bpp:g} bpp", unit="image",
                      disable=not progress):
@@ -258,12 +258,12 @@ def evaluate_classical(
         def rate(quality: int, width: int = width, height: int = height) -> float:
             return 8 * len(encode(quality)) / (width * height)
 
-        if rate(1) > target_bpp:
-            warnings.warn(f"{codec} {path.name}: quality 1 gives {rate(1):.4f} bpp, above the target "
-                          f"{target_bpp:.4f}; using quality 1", stacklevel=2)
-            best = 1
+        if rate(0) > target_bpp:
+            warnings.warn(f"{codec} {path.name}: quality 0 gives {rate(0):.4f} bpp, above the target "
+                          f"{target_bpp:.4f}; using quality 0", stacklevel=2)
+            best = 0
         else:
-            best, high = 1, 100  # invariant: rate(best) <= target; every quality above `high` is over it
+            best, high = 0, 100  # invariant: rate(best) <= target; every quality above `high` is over it
             while best < high:
                 middle = (best + high + 1) // 2
                 if rate(middle) <= target_bpp:

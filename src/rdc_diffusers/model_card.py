@@ -196,7 +196,8 @@ def render_card(
                 settings += f", warm start from {'the earlier run above' if start == name else start}"
             lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {settings} |")
         total = sum(t["minutes"] for t in training.values())
-        warm = sorted({Path(t["args"]["init"]).parent.name for t in training.values() if t["args"].get("init")} - {name})
+        starts = {Path(t["args"]["init"]).parent.name for t in training.values() if t["args"].get("init")}
+        warm = sorted(starts - {name})
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
                   + ". The logs and arguments ship with the model in `training/`.", ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import curves, number
+from .results import merged_curves, number
 
 PLOTS = {"psnr": "PSNR (dB, higher is better)", "lpips": "LPIPS AlexNet (lower is better)"}
 """Metric -> y-axis label; one PNG ``rd_<metric>.png`` each."""
@@ -22,10 +22,13 @@ def plot_rd(results: Sequence[dict], out_dir: str | Path, metrics: Sequence[str]
             title: str | None = None) -> list[Path]:
     """Write ``rd_psnr.png`` and ``rd_lpips.png`` (bpp on x) into ``out_dir``; returns the paths.
 
-    ``results`` are loaded result files. A curve with one point is drawn as a marker; when several files hold a
-    curve of the same name, the curve is labelled with its file number (``name [2]``).
+    ``results`` are loaded result files, their curves joined across files as :func:`merged_curves` does. A curve
+    with one point is drawn as a marker.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError('plots need matplotlib: pip install "rdc-diffusers[metrics]"') from err
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
@@ -34,22 +37,17 @@ def plot_rd(results: Sequence[dict], out_dir: str | Path, metrics: Sequence[str]
     if unknown:
         raise ValueError(f"metrics must be among {sorted(PLOTS)}, got {unknown}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    named = [(index, name, entries) for index, result in enumerate(results, 1)
-             for name, entries in curves(result).items()]
-    counts: dict[str, int] = {}
-    for _, name, _ in named:
-        counts[name] = counts.get(name, 0) + 1
+    found = merged_curves(results)
     paths = []
     for metric, path in zip(metrics, plot_files(out_dir, metrics), strict=True):
         fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-        for index, name, entries in named:
+        for name, entries in found.items():
             points = [(number(e.get("bpp")), number(e.get(metric))) for e in entries]
             points = [(x, y) for x, y in points if x == x and y == y]  # drop NaN
             if not points:
                 continue
             xs, ys = zip(*points, strict=True)
-            label = name if counts[name] == 1 else f"{name} [{index}]"
-            ax.plot(xs, ys, marker="o", linestyle="-" if len(points) > 1 else "none", label=label)
+            ax.plot(xs, ys, marker="o", linestyle="-" if len(points) > 1 else "none", label=name)
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(PLOTS[metric])
         ax.grid(True, alpha=0.3)

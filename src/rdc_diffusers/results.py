@@ -28,7 +28,8 @@ from pathlib import Path
 
 from .errors import RDCError
 
-__all__ = ["ResultsFileError", "curves", "json_safe", "load_results", "machine_info", "number", "public_record",
+__all__ = ["ResultsFileError", "curves", "json_safe", "load_results", "machine_info", "merged_curves", "number",
+           "public_record",
            "save_results"]
 
 
@@ -71,6 +72,28 @@ def curves(results: dict) -> dict[str, list[dict]]:
     for entry in results["summary"].values():
         grouped.setdefault(curve_name(entry), []).append(entry)
     return {name: sorted(entries, key=lambda e: number(e.get("bpp"))) for name, entries in grouped.items()}
+
+
+def merged_curves(results: Sequence[dict]) -> dict[str, list[dict]]:
+    """The curves of several result files, for plots and BD-rates across files.
+
+    Points of one curve from different files join: ``rdc eval`` writes one file per model, so the files of
+    ``rdc-bsds-q1``, ``-q3`` and ``-q5`` make one three-point curve. A curve measured more than once (the same
+    ``method/decode`` in two files, e.g. two runs of one benchmark) is kept apart, one curve per file, named
+    ``"<curve> [<file number>]"``.
+    """
+    from .evaluation import group_name
+
+    per_file = [curves(result) for result in results]
+    merged: dict[str, list[dict]] = {}
+    for name in dict.fromkeys(name for file_curves in per_file for name in file_curves):
+        parts = [(index, file_curves[name]) for index, file_curves in enumerate(per_file, 1) if name in file_curves]
+        keys = [group_name(entry) for _, entries in parts for entry in entries]
+        if len(keys) == len(set(keys)):
+            merged[name] = sorted((e for _, entries in parts for e in entries), key=lambda e: number(e.get("bpp")))
+        else:
+            merged |= {f"{name} [{index}]": entries for index, entries in parts}
+    return merged
 
 
 def public_record(record: dict) -> dict:
@@ -141,7 +164,8 @@ def load_results(path: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ResultsFileError(f"{path}: not a JSON result file ({err})") from err
     summary = document.get("summary") if isinstance(document, dict) else None
-    if not isinstance(summary, dict) or not all(isinstance(e, dict) and "bpp" in e for e in summary.values()):
-        raise ResultsFileError(f"{path}: not a result file (no 'summary' of entries with 'bpp')")
+    if not isinstance(summary, dict) or not all(isinstance(e, dict) and {"method", "bpp"} <= e.keys()
+                                                for e in summary.values()):
+        raise ResultsFileError(f"{path}: not a result file (no 'summary' of entries with 'method' and 'bpp')")
     document["summary"] = {k: {f: _from_json(v) for f, v in e.items()} for k, e in summary.items()}
     return document

