@@ -29,8 +29,7 @@ from pathlib import Path
 from .errors import RDCError
 
 __all__ = ["ResultsFileError", "curves", "json_safe", "load_results", "machine_info", "merged_curves", "number",
-           "public_record",
-           "save_results"]
+           "public_record", "save_results"]
 
 
 class ResultsFileError(RDCError, ValueError):
