@@ -223,8 +223,8 @@ def evaluate_classical(
     ``method=6``, AVIF with ``speed=6`` (only where ``features.check("avif")``; otherwise ``RuntimeError``).
     The integer quality 0..100 (Pillow's whole range) is binary-searched per image for the highest quality
     whose file (all of it) is ``<= target_bpp``; this assumes the size grows with the quality, which holds for
-    these encoders up to rare one-step wobbles. If even quality 0 is above the target (WebP cannot go below
-    about 0.15 bpp on Kodak), quality 0 is used and a warning is issued (the record's ``bpp`` then exceeds
+    these encoders up to rare one-step wobbles. If even quality 0 is above the target (WebP averages 0.107 bpp
+    on Kodak at quality 0), quality 0 is used and a warning is issued (the record's ``bpp`` then exceeds
     ``target_bpp``).
 
     For a curve, call it once per target rate (e.g. 0.1 to 1.0 bpp): every rate is its own ``decode`` group
