@@ -6,6 +6,7 @@ The tiny model has the real architecture with a few channels, so every test exer
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -25,6 +26,15 @@ from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
 # The repository sits beside `shared/` (here and in CI).
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def load_script(relative_path: str):
+    """A script of the repository (not a package module) imported by its path, e.g. "benchmarks/run.py"."""
+    path = Path(__file__).resolve().parents[1] / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 KODAK_DIR = DATA_DIR / "kodak"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PYTHON, python_env, random_image
+from conftest import PYTHON, load_script, python_env, random_image
 
 from rdc_diffusers.bdrate import bd_rate, bd_rate_table
 from rdc_diffusers.cli import main
@@ -273,16 +273,9 @@ def test_two_process_accelerate_launch(image_folder, tiny_model_dir, tmp_path):
         assert path.read_bytes() == (single / path.name).read_bytes()
 
 
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).parents[1] / "benchmarks" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_script_writes_every_output(image_folder, tiny_model_dir, tmp_path):
     out = tmp_path / "results"
-    run = load_benchmark_script()
+    run = load_script("benchmarks/run.py")
     assert run.main(["--models", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out),
                      "--rates", "0.5", "--no-fid", "--speed-image", "img0.png", "--speed-steps", "1",
                      "--speed-schedulers", "ddim", "--repeats", "1", "--threads", "1"]) == 0
@@ -296,6 +289,6 @@ def test_benchmark_script_writes_every_output(image_folder, tiny_model_dir, tmp_
 
 def test_benchmark_script_checks_the_speed_image_before_scoring(image_folder, tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit, match="kodim23.png does not exist"):
-        load_benchmark_script().main(["--models", str(tiny_model_dir), "--data", str(image_folder),
+        load_script("benchmarks/run.py").main(["--models", str(tiny_model_dir), "--data", str(image_folder),
                                       "--out", str(tmp_path / "results")])
     assert not (tmp_path / "results").exists()

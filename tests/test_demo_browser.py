@@ -1,9 +1,9 @@
 """End to end in headless Chromium: upload a Kodak crop, press the button, see the images and the bpp."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from PIL import Image
 
 pytest.importorskip("gradio")
@@ -14,10 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _screenshot_module():
     """examples/gradio_app/screenshot.py, the same driver that makes docs/demo.png."""
-    spec = importlib.util.spec_from_file_location("rdc_demo_screenshot", ROOT / "examples/gradio_app/screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/gradio_app/screenshot.py")
 
 
 browser = _screenshot_module()

@@ -1,20 +1,18 @@
 """model_cards/: the committed cards are exactly what make_cards.py renders from the committed results."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from huggingface_hub import ModelCard
 
 from rdc_diffusers.model_card import MissingResultsError
 from rdc_diffusers.pretrained import bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("make_cards", ROOT / "model_cards" / "make_cards.py")
-make_cards = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(make_cards)
+make_cards = load_script("model_cards/make_cards.py")
 
 
 def test_committed_cards_match_a_fresh_rendering(capsys):

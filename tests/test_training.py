@@ -2,25 +2,17 @@
 baseline, the video inter codec, warm starts, and outputs that load as pipelines."""
 
 import argparse
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, build_tiny_pipeline, load_pipeline, python_env, random_image
+from conftest import PYTHON, build_tiny_pipeline, load_pipeline, load_script, python_env, random_image
 
 from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
 TINY = ["--crop-size", "64", "--batch-size", "2", "--iterations", "2", "--log-every", "1", "--val-every", "100"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_rdc", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
@@ -57,8 +49,8 @@ def codec_run(photos, tmp_path_factory) -> Path:
 def test_a_warm_started_codec_trains_in_training_mode(codec_run):
     """from_pretrained gives eval mode, where the rate term would not reach the encoder."""
     args = argparse.Namespace(init=str(codec_run), N=16, M=24)
-    assert load_script().initial_codec(args).training
-    assert load_script().initial_codec(argparse.Namespace(init=None, N=16, M=24)).training
+    assert load_script("examples/train_rdc.py").initial_codec(args).training
+    assert load_script("examples/train_rdc.py").initial_codec(argparse.Namespace(init=None, N=16, M=24)).training
 
 
 @pytest.mark.parametrize("mode", ["residual", "cdc"])
