@@ -1,13 +1,14 @@
 """Video benchmark of issue 6: inter coding vs all-intra, and temporally consistent vs per-frame refinement.
 
     python benchmarks/video.py --clip ../shared/data/video/BasketballPass_416x240 --fps 50 \
-        --model rdc-bsds-q3 --gop 8 --out benchmarks/results/video
+        --model rdc-bsds --gop 8 --out benchmarks/results/video
 
-One clip, coded twice from the same frames: all-intra (every frame an I-frame of the image codec, GOP 1)
-and with P-frames (GOP ``--gop``). Each file is decoded fast (codecs only) and refined, the refinement with
-noise drawn independently per frame (per-frame refinement, the baseline) or one noise field shared by every
-frame (the pipeline's default). Per frame: its type, bpp (from the bytes of its
-sections), PSNR, LPIPS (AlexNet) and flicker, the mean over pixels of |(out_t − out_{t−1}) − (in_t − in_{t−1})|
+One clip, coded twice from the same frames at the model's video quality (``RDCVideoPipeline.quality``, the one
+its P-frame codec was trained for; I-frames are the image codec at that quality): all-intra (every frame an
+I-frame, GOP 1) and with P-frames (GOP ``--gop``). Each file is decoded fast (codecs only) and refined, the
+refinement with noise drawn independently per frame (per-frame refinement, the baseline) or one noise field shared
+by every frame (the pipeline's default). Per frame: its type, bpp (from the bytes of its sections), PSNR,
+LPIPS (AlexNet) and flicker, the mean over pixels of |(out_t − out_{t−1}) − (in_t − in_{t−1})|
 on the 0–255 scale (0 when the decoded clip changes between frames exactly as the source does). Writes
 ``video.json`` (every frame), ``video.md`` (the table) and ``video.png`` (per-frame curves).
 """
@@ -27,6 +28,7 @@ import torch
 from rdc_diffusers import RDCVideoPipeline
 from rdc_diffusers.metrics.lpips import lpips
 from rdc_diffusers.metrics.quality import psnr
+from rdc_diffusers.pretrained import DEFAULT_MODEL
 from rdc_diffusers.results import machine_info
 from rdc_diffusers.video_io import read_video
 
@@ -41,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", required=True, help="a video file or a folder of frames")
     parser.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder")
-    parser.add_argument("--model", default="rdc-bsds-q3")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--gop", type=int, default=8)
     parser.add_argument("--out", required=True, help="folder for video.json, video.md and video.png")
     return parser.parse_args()
@@ -76,7 +78,8 @@ def markdown(rows: list[dict], info: dict) -> str:
     lines = [
         f"# Video: {info['clip']} ({info['frames']} frames, {info['width']}x{info['height']}, {info['fps']} fps)",
         "",
-        f"Model `{info['model']}`, command: `{info['command']}`. Machine: {info['machine']}.",
+        f"Model `{info['model']}`" + (f" at quality {info['quality']:g}" if info.get("quality") is not None else "")
+        + f", command: `{info['command']}`. Machine: {info['machine']}.",
         "Flicker: mean |(out_t − out_{t−1}) − (in_t − in_{t−1})| on the 0–255 scale (lower: steadier).",
         "",
         "| coding | decode | bpp | PSNR (dB) | LPIPS | flicker | I-frame bpp / PSNR | P-frame bpp / PSNR | "
@@ -142,7 +145,7 @@ def main() -> None:
             print(json.dumps({k: rows[-1][k] for k in ("coding", "decode", "summary")}), flush=True)
     width, height = clip.frames[0].size
     info = {"clip": args.clip, "frames": len(clip.frames), "width": width, "height": height, "fps": str(clip.fps),
-            "model": args.model, "command": "python " + " ".join(sys.argv)}
+            "model": args.model, "quality": pipe.quality, "command": "python " + " ".join(sys.argv)}
     m = machine_info()
     info["machine"] = f"{m['processor']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}"
     (out / "video.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")

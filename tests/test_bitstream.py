@@ -11,6 +11,7 @@ import pytest
 from rdc_diffusers.bitstream import (
     FORMAT_VERSION,
     MAGIC,
+    MIN_FILE_SIZE,
     MODES,
     RDCFile,
     RDCHeader,
@@ -32,6 +33,7 @@ def make_header(**overrides: object) -> RDCHeader:
         "model_name": "rdc-base-λ0.013",
         "seed": 2**64 - 1,
         "num_inference_steps": 4,
+        "quality": 37.12,
     }
     fields.update(overrides)
     return RDCHeader(**fields)
@@ -47,6 +49,26 @@ def small_file() -> bytes:
 def with_crc(body: bytes) -> bytes:
     """Re-seal an edited file body, to test the checks that come after the CRC."""
     return body + struct.pack(">I", zlib.crc32(body))
+
+
+# Byte offsets in small_file() (docs/bitstream.md): a 20-byte prefix, the 4-byte name "tiny", then
+# seed (u64) | num_inference_steps (u16) | quality (u16, hundredths) | n_sections (u8).
+QUALITY_OFFSET = 20 + 4 + 8 + 2
+
+
+def test_the_smallest_file_is_min_file_size_bytes() -> None:
+    """Empty name, one empty section: 20 + 13 (seed, steps, quality, count) + 4 (section length) + 4 (CRC)."""
+    data = encode_file(RDCFile(make_header(model_name=""), (b"",)))
+    assert len(data) == MIN_FILE_SIZE == 41
+    assert decode_file(data).sections == (b"",)
+    with pytest.raises(RDCFormatError, match="truncated"):
+        decode_file(data[:-1])
+
+
+def test_the_quality_sits_where_the_spec_puts_it() -> None:
+    data = small_file()
+    assert struct.unpack_from(">H", data, QUALITY_OFFSET) == (3712,)  # 37.12 in hundredths
+    assert data[QUALITY_OFFSET + 2] == 2  # the section count follows
 
 
 def test_round_trip_with_several_sections() -> None:
@@ -112,7 +134,37 @@ def test_foreign_data_is_called_foreign_not_truncated() -> None:
 def test_newer_version_is_refused_by_name() -> None:
     body = bytearray(small_file()[:-4])
     body[4] = FORMAT_VERSION + 1
-    with pytest.raises(RDCFormatError, match=f"newer format version {FORMAT_VERSION + 1}; this reader supports 1"):
+    with pytest.raises(RDCFormatError,
+                       match=f"newer format version {FORMAT_VERSION + 1}; this reader supports {FORMAT_VERSION}"):
+        decode_file(with_crc(bytes(body)))
+
+
+def test_a_version_1_file_names_the_retired_models() -> None:
+    """Version 1 had no quality field: the single-rate models wrote it; this reader says so and what to do."""
+    body = small_file()[:-4]
+    version_1 = bytearray(body[:QUALITY_OFFSET] + body[QUALITY_OFFSET + 2 :])  # the version 1 layout
+    version_1[4] = 1
+    with pytest.raises(RDCFormatError) as info:
+        decode_file(with_crc(bytes(version_1)))
+    message = str(info.value)
+    assert "version 1" in message and "rdc-bsds-q3" in message and "rdc-diffusers<0.2" in message
+
+
+@pytest.mark.parametrize("quality", [0, 0.01, 37.12, 99.99, 100, 100.0])
+def test_the_quality_round_trips(quality: float) -> None:
+    header = make_header(quality=quality)
+    decoded = decode_file(encode_file(RDCFile(header, (b"y", b"z")))).header
+    assert decoded.quality == quality
+    assert isinstance(decoded.quality, float)
+
+
+@pytest.mark.parametrize("stored", [10001, 0xFFFF])
+def test_a_forged_quality_above_100_is_a_format_error(stored: int) -> None:
+    body = bytearray(small_file()[:-4])
+    struct.pack_into(">H", body, QUALITY_OFFSET, 10000)
+    assert decode_file(with_crc(bytes(body))).header.quality == 100.0  # the largest valid value
+    struct.pack_into(">H", body, QUALITY_OFFSET, stored)
+    with pytest.raises(RDCFormatError, match="quality"):
         decode_file(with_crc(bytes(body)))
 
 
@@ -165,6 +217,12 @@ def test_sealed_random_edits_raise_only_format_errors() -> None:
         {"seed": -1},
         {"seed": 2**64},
         {"num_inference_steps": 65536},
+        {"quality": -1},
+        {"quality": -0.01},
+        {"quality": 100.01},
+        {"quality": 37.123},  # files store hundredths: round first (rdc_diffusers.models.codec.check_quality)
+        {"quality": float("nan")},
+        {"quality": float("inf")},
     ],
 )
 def test_encode_refuses_out_of_range_fields(overrides: dict) -> None:
@@ -195,7 +253,8 @@ def test_check_model_names_both_models() -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"width": 12.0}, {"seed": True}, {"model_id": "0123456789abcdef"}, {"model_name": b"tiny"}],
+    [{"width": 12.0}, {"seed": True}, {"model_id": "0123456789abcdef"}, {"model_name": b"tiny"},
+     {"quality": True}, {"quality": "50"}, {"quality": None}],
 )
 def test_encode_refuses_wrong_types(overrides: dict) -> None:
     with pytest.raises(TypeError):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYTHON, Run, load_pipeline, python_env, random_image
+from conftest import PYTHON, Run, build_tiny_pipeline, load_pipeline, python_env, random_image
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from rdc_diffusers.cli import main
+from rdc_diffusers import RDCInterCodec
+from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.cli import main, parse_size
 
 
 @pytest.fixture
@@ -38,11 +42,12 @@ def test_compress_info_decompress(rdc, small_png, tiny_model_dir, tmp_path):
     assert code == 0
     size = rdc_file.stat().st_size
     assert f"{size} bytes" in out and f"{8 * size / (70 * 40):.4f} bpp" in out
+    assert "quality 50" in out  # the model's default quality, read back from the file
 
     code, out, _ = rdc("info", rdc_file)
     assert code == 0
     model_id = load_pipeline(tiny_model_dir).codec.fingerprint().hex()
-    for expected in ("70x40", "original mode RGB", "tiny-rdc", model_id, "seed 5", "3 steps"):
+    for expected in ("70x40", "original mode RGB", "quality:     50\n", "tiny-rdc", model_id, "seed 5", "3 steps"):
         assert expected in out, expected
 
     code, out, _ = rdc("decompress", rdc_file, "-o", tmp_path / "fast.png", "--model", tiny_model_dir, "--fast")
@@ -149,13 +154,165 @@ def test_a_file_from_another_model_names_both(rdc, small_png, tiny_model_dir, ot
     assert not (tmp_path / "out.png").exists()
 
 
-@pytest.mark.parametrize("option", [["--seed", "-1"], ["--seed", str(2**64)], ["--steps", "-1"], ["--steps", "x"]])
+@pytest.mark.parametrize("option", [
+    ["--seed", "-1"], ["--seed", str(2**64)], ["--steps", "-1"], ["--steps", "x"],
+    ["--quality", "100.5"], ["--quality", "-1"], ["--quality", "nan"], ["--quality", "high"],
+    ["--bpp", "0"], ["--bpp", "-0.1"], ["--bpp", "inf"],
+    ["--size", "20XB"], ["--size", "0"], ["--size", "-5KB"], ["--size", "0.5B"], ["--size", "KB"],
+])
 def test_out_of_range_options_are_usage_errors(small_png, tiny_model_dir, tmp_path, capsys, option):
     with pytest.raises(SystemExit) as info:
         main(["compress", str(small_png), "-o", str(tmp_path / "a.rdc"), "--model", str(tiny_model_dir), *option])
     assert info.value.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"argument {option[0]}:" in err
     assert not (tmp_path / "a.rdc").exists()
+
+
+# --- the rate: --quality, or rate control with --bpp / --size ------------------------------------------------
+# The tiny random model writes ~110 bytes for a 128x96 image at qualities up to ~80 and ~230 at 100.
+
+
+@pytest.fixture
+def png_128x96(tmp_path) -> Path:
+    path = tmp_path / "img.png"
+    random_image(96, 128).save(path)
+    return path
+
+
+def reported(out: str) -> dict:
+    """The numbers of a compress line: ``OUT: N bytes, B bpp (WxH), quality Q``."""
+    match = re.search(r"(\d+) bytes, ([\d.]+) bpp \((\d+)x(\d+)\), quality ([\d.]+)", out)
+    assert match, out
+    return {"bytes": int(match[1]), "bpp": float(match[2]), "quality": float(match[5])}
+
+
+def test_quality_round_trip_is_shown_by_info(rdc, png_128x96, tiny_model_dir, tmp_path):
+    rdc_file = tmp_path / "q.rdc"
+    code, out, _ = rdc("compress", png_128x96, "-o", rdc_file, "--model", tiny_model_dir, "--quality", "92.25")
+    assert code == 0 and reported(out)["quality"] == 92.25 and "rate control" not in out
+
+    data = rdc_file.read_bytes()
+    assert decode_file(data).header.quality == 92.25
+    assert "quality:     92.25\n" in rdc("info", rdc_file).out
+    same = load_pipeline(tiny_model_dir).compress(Image.open(png_128x96), quality=92.25)
+    assert data == same
+    assert data != load_pipeline(tiny_model_dir).compress(Image.open(png_128x96))  # not the default quality
+    assert rdc("decompress", rdc_file, "-o", tmp_path / "q.png", "--model", tiny_model_dir, "--fast").code == 0
+
+
+@pytest.mark.parametrize("bpp", ["0.08", "0.1", "0.13"])
+def test_bpp_never_writes_a_file_above_the_target(rdc, png_128x96, tiny_model_dir, tmp_path, bpp):
+    rdc_file = tmp_path / "r.rdc"
+    code, out, _ = rdc("compress", png_128x96, "-o", rdc_file, "--model", tiny_model_dir, "--bpp", bpp)
+    assert code == 0
+
+    size = rdc_file.stat().st_size
+    assert 8 * size / (128 * 96) <= float(bpp)
+    shown = reported(out)
+    assert shown["bytes"] == size and shown["bpp"] == round(8 * size / (128 * 96), 4)
+    assert shown["quality"] == decode_file(rdc_file.read_bytes()).header.quality
+    assert shown["quality"] > 50  # the default quality's file fits with room to spare: the search went higher
+    assert f"(rate control: <= {bpp} bpp)" in out
+
+
+def test_parse_size_units():
+    sizes = {"20000": 20000, "20KB": 20000, "20kB": 20000, "20kb": 20000, "1.5MB": 1_500_000, "20KiB": 20480,
+             "2 MiB": 2 * 2**20, "1GB": 10**9, "150B": 150, "0.15KB": 150, ".5KiB": 512, "10.9": 10}
+    assert {text: parse_size(text) for text in sizes} == sizes
+    for bad in ("20XB", "KB", "-1KB", "0", "0.4B", "1e3", "20 K B", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
+
+
+@pytest.mark.parametrize(("size", "budget"), [("150B", 150), ("0.15kB", 150), ("0.5KiB", 512)])
+def test_size_with_units_is_a_byte_budget(rdc, png_128x96, tiny_model_dir, tmp_path, size, budget):
+    rdc_file = tmp_path / "s.rdc"
+    code, out, _ = rdc("compress", png_128x96, "-o", rdc_file, "--model", tiny_model_dir, "--size", size)
+    assert code == 0
+    assert reported(out)["bytes"] == rdc_file.stat().st_size <= budget
+    assert f"(rate control: <= {budget} bytes)" in out
+    if budget == 512:  # more than the highest quality needs
+        assert reported(out)["quality"] == 100
+
+
+@pytest.mark.parametrize("target", [["--size", "10B"], ["--bpp", "0.01"]])
+def test_an_unreachable_target_is_a_clear_error_and_writes_nothing(rdc, png_128x96, tiny_model_dir, tmp_path,
+                                                                   target):
+    line = assert_one_line_error(rdc("compress", png_128x96, "-o", tmp_path / "x.rdc", "--model", tiny_model_dir,
+                                     *target))
+    smallest = len(load_pipeline(tiny_model_dir).compress(Image.open(png_128x96), quality=0))
+    assert line.startswith("rdc compress: error:") and "img.png" in line
+    assert f"even the lowest quality (0) gives {smallest} bytes" in line and "nothing written" in line
+    assert not (tmp_path / "x.rdc").exists()
+
+
+def test_a_folder_gets_one_search_per_image_and_skips_what_cannot_fit(tiny_model_dir, tmp_path, capsys):
+    folder, out = tmp_path / "images", tmp_path / "rdc"
+    folder.mkdir()
+    big, small = random_image(96, 128), random_image(64, 64, seed=1)
+    big.save(folder / "big.png")
+    small.save(folder / "small.png")
+    pipe = load_pipeline(tiny_model_dir)
+    big_min, big_max = (len(pipe.compress(big, quality=q)) for q in (0, 100))
+    small_max = len(pipe.compress(small, quality=100))
+    assert small_max < big_min and big_max > 150 >= small_max  # what makes this folder a test
+
+    assert main(["compress", str(folder), "-o", str(out), "--model", str(tiny_model_dir), "--size", "150B"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(p.stat().st_size <= 150 for p in out.iterdir()) and len(lines) == 3
+    qualities = {Path(line.split(":")[0]).name: reported(line)["quality"] for line in lines[:2]}
+    assert qualities["small.rdc"] == 100 and qualities["big.rdc"] < 100  # each image its own quality
+    assert qualities == {p.name: decode_file(p.read_bytes()).header.quality for p in out.iterdir()}
+
+    budget = big_min - 1  # small.png fits, big.png cannot
+    code = main(["compress", str(folder), "-o", str(tmp_path / "rdc2"), "--model", str(tiny_model_dir),
+                 "--size", str(budget)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1 and "Traceback" not in stderr
+    assert [p.name for p in (tmp_path / "rdc2").iterdir()] == ["small.rdc"]  # nothing written for big.png
+    assert f"small.rdc: {small_max} bytes" in stdout and f"1 files, {small_max} bytes" in stdout
+    errors = stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert f"big.png: even the lowest quality (0) gives {big_min} bytes" in errors[0]
+    assert "nothing written" in errors[0]
+    assert errors[1] == (f"rdc compress: error: 1 of 2 images cannot meet the rate target (<= {budget} bytes); "
+                         "nothing written for them")
+
+
+@pytest.mark.parametrize("options", [["--quality", "50", "--bpp", "0.1"], ["--quality", "50", "--size", "2KB"],
+                                     ["--bpp", "0.1", "--size", "2KB"]])
+def test_quality_bpp_and_size_exclude_each_other(small_png, tiny_model_dir, tmp_path, capsys, options):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", str(small_png), "-o", str(tmp_path / "a.rdc"), "--model", str(tiny_model_dir), *options])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "a.rdc").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_video_dir(tmp_path_factory) -> Path:
+    """An image model with an inter codec (coding clips at its one quality, 50), the bundled model's layout."""
+    path = tmp_path_factory.mktemp("models") / "tiny-rdc"
+    build_tiny_pipeline().save_pretrained(path)
+    RDCInterCodec(N=8, M=8).save_pretrained(path / "inter_codec")
+    return path
+
+
+def test_compress_video_takes_only_the_model_s_video_quality(rdc, tiny_video_dir, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        random_image(48, 64, seed=i).save(frames / f"f{i}.png")
+
+    line = assert_one_line_error(rdc("compress-video", frames, "-o", tmp_path / "a.rdcv", "--model", tiny_video_dir,
+                                     "--quality", "40"))
+    assert line.startswith("rdc compress-video: error:") and "quality 50 only" in line
+    assert not (tmp_path / "a.rdcv").exists()
+
+    code, out, _ = rdc("compress-video", frames, "-o", tmp_path / "a.rdcv", "--model", tiny_video_dir,
+                       "--quality", "50")
+    assert code == 0 and "quality 50)" in out
 
 
 def rdc_process(*args, cwd: Path) -> subprocess.CompletedProcess:

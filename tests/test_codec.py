@@ -1,13 +1,25 @@
-"""RDCCodec: shapes, real rANS round trips, entropy tables that look after themselves, and save/load."""
+"""RDCCodec: shapes, real rANS round trips at any quality, entropy tables that look after themselves, the rate
+gains, and save/load."""
 
 from __future__ import annotations
 
 import copy
+import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec
+from rdc_diffusers.metrics.quality import psnr
+from rdc_diffusers.models.codec import REFERENCE_LMBDA, check_quality
+from rdc_diffusers.pretrained import BUNDLED_DIR, DEFAULT_MODEL
+from rdc_diffusers.training import warm_start
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
 
 
 def tiny_codec(seed: int = 0) -> RDCCodec:
@@ -24,7 +36,7 @@ def test_forward_returns_reconstruction_latent_and_likelihoods():
     codec = tiny_codec()
     x = images(64, 128)
 
-    out = codec(x)
+    out = codec(x, quality=50)
 
     assert out["x_init"].shape == (1, 3, 64, 128)
     assert out["y_hat"].shape == (1, 24, 4, 8)  # M channels at 1/16
@@ -35,64 +47,248 @@ def test_forward_returns_reconstruction_latent_and_likelihoods():
     # ŷ is rounded around the predicted means (straight-through), so gradients still reach g_a.
     codec.train()
     x.requires_grad_(True)
-    codec(x)["x_init"].sum().backward()
+    codec(x, quality=50)["x_init"].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_forward_takes_one_quality_per_image():
+    """Training draws a quality per crop: a batch at qualities (10, 90) is two images at their own rates."""
+    codec = tiny_codec()
+    x = torch.cat([images(seed=1), images(seed=2)])
+
+    batch = codec(x, torch.tensor([10.0, 90.0]))
+
+    for i, quality in enumerate((10.0, 90.0)):
+        alone = codec(x[i : i + 1], quality)
+        torch.testing.assert_close(batch["y_hat"][i : i + 1], alone["y_hat"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(batch["likelihoods"]["y"][i : i + 1], alone["likelihoods"]["y"])
 
 
 def test_compress_decompress_round_trip_through_real_strings():
     codec = tiny_codec()  # no codec.update(): the tables are built on first use
     x = images(64, 128)
 
-    encoded = codec.compress(x)
+    encoded = codec.compress(x, quality=37.5)
     y_string, z_string = (strings[0] for strings in encoded["strings"])
     assert isinstance(y_string, bytes) and isinstance(z_string, bytes)
     assert tuple(encoded["shape"]) == (1, 2)
 
     # Decode from copies of the bytes only: nothing else is shared with the encoder.
-    decoded = tiny_codec().decompress([[bytes(y_string)], [bytes(z_string)]], (1, 2))
+    decoded = tiny_codec().decompress([[bytes(y_string)], [bytes(z_string)]], (1, 2), quality=37.5)
 
     assert decoded["x_init"].shape == (1, 3, 64, 128)
     assert decoded["x_init"].min() >= 0 and decoded["x_init"].max() <= 1
     # The decoded latent is exactly the encoder's quantised latent (eval forward computes the same ŷ).
-    torch.testing.assert_close(decoded["y_hat"], codec(x)["y_hat"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(decoded["y_hat"], codec(x, 37.5)["y_hat"], rtol=0, atol=1e-5)
+
+
+def test_decoding_at_the_encoders_quality_is_bit_exact():
+    """The decoder derives the gains from the quality alone: the same number gives the encoder's ŷ and x_init."""
+    codec = tiny_codec()
+    x = images(64, 128)
+    for quality in (0, 12.34, 50, 100):
+        coded = codec.compress(x, quality)
+
+        decoded = tiny_codec().decompress(coded["strings"], coded["shape"], quality)
+
+        expected = codec.latent(x, quality)  # what the encoder quantised, without coding it
+        assert torch.equal(decoded["y_hat"], expected)
+        assert torch.equal(decoded["x_init"], codec.g_s(expected).clamp(0, 1))
+
+
+def test_qualities_are_rounded_to_hundredths():
+    """Files store hundredths, so 37.123 must code exactly like the 37.12 the file will say."""
+    codec = tiny_codec()
+    x = images(64, 64)
+    assert codec.compress(x, 37.123)["strings"] == codec.compress(x, 37.12)["strings"]
+    assert torch.equal(codec.latent(x, 37.123), codec.latent(x, 37.12))
+
+
+@pytest.fixture(scope="module")
+def bundled_codec() -> RDCCodec:
+    return RDCCodec.from_pretrained(BUNDLED_DIR / DEFAULT_MODEL / "codec")
+
+
+@pytest.fixture(scope="module")
+def photo() -> torch.Tensor:
+    """A 128 x 128 crop of a real photo (the parrots of Kodak 23), [1, 3, H, W] in [0, 1]."""
+    crop = Image.open(EXAMPLE).convert("RGB").crop((256, 128, 384, 256))
+    return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def test_the_bundled_codec_spends_more_bits_at_higher_qualities(bundled_codec, photo):
+    sizes, scores = [], []
+    for quality in (0, 50, 100):
+        coded = bundled_codec.compress(photo, quality)
+        sizes.append(sum(len(s[0]) for s in coded["strings"]))
+        scores.append(psnr(bundled_codec.decompress(coded["strings"], coded["shape"], quality)["x_init"], photo))
+
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert sizes[2] > 3 * sizes[0]  # one model spans a wide range of rates
+    assert scores[0] < scores[1] < scores[2]
+
+
+def test_the_bundled_codec_decodes_bit_exactly_at_the_coded_quality(bundled_codec, photo):
+    coded = bundled_codec.compress(photo, 63.21)
+
+    decoded = bundled_codec.decompress(coded["strings"], coded["shape"], 63.21)
+
+    assert torch.equal(decoded["y_hat"], bundled_codec.latent(photo, 63.21))
+
+
+@pytest.mark.parametrize("quality, rounded", [(0, 0.0), (100, 100.0), (37.123, 37.12), (49.999, 50.0),
+                                              (np.float64(12.5), 12.5)])
+def test_check_quality_rounds_to_hundredths(quality, rounded):
+    assert check_quality(quality) == rounded
+
+
+@pytest.mark.parametrize("quality", [-1, -0.01, 100.01, 1e9, math.nan, math.inf, -math.inf])
+def test_check_quality_refuses_numbers_outside_0_to_100(quality):
+    with pytest.raises(ValueError, match=r"quality must be in \[0, 100\]"):
+        check_quality(quality)
+
+
+@pytest.mark.parametrize("quality", ["50", None, True, torch.tensor(50.0), [50]])
+def test_check_quality_refuses_what_is_not_a_number(quality):
+    with pytest.raises(TypeError, match="quality must be a number"):
+        check_quality(quality)
+
+
+def test_compress_and_decompress_check_the_quality():
+    codec = tiny_codec()
+    coded = codec.compress(images(64, 64), 50)
+    with pytest.raises(ValueError):
+        codec.compress(images(64, 64), 101)
+    with pytest.raises(ValueError):
+        codec.decompress(coded["strings"], coded["shape"], -1)
+    with pytest.raises(TypeError):
+        codec.latent(images(64, 64), "50")
+
+
+# --- the rate gains -------------------------------------------------------------------------------------------------
+
+
+def test_gains_are_log_linear_between_the_anchor_qualities():
+    codec = tiny_codec()  # 6 anchors: qualities 0, 20, 40, 60, 80, 100
+    with torch.no_grad():  # learned gains are anything: give each anchor and channel its own
+        codec.log_gain.copy_(torch.randn_like(codec.log_gain))
+        codec.log_inverse_gain.copy_(torch.randn_like(codec.log_inverse_gain))
+    log_gain, log_inverse_gain = codec.log_gain.detach(), codec.log_inverse_gain.detach()
+
+    for level, quality in enumerate((0, 20, 40, 60, 80, 100)):  # at an anchor: exactly its learned gain
+        gain, inverse_gain = codec.gains(quality)
+        assert gain.shape == (1, 24, 1, 1)
+        assert torch.equal(gain.flatten(), log_gain[level].exp())
+        assert torch.equal(inverse_gain.flatten(), log_inverse_gain[level].exp())
+
+    # In between: the logs are interpolated linearly (a geometric, not an arithmetic, mean of the gains).
+    for quality, low, weight in ((10, 0, 0.5), (25, 1, 0.25), (95, 4, 0.75)):
+        gain, inverse_gain = codec.gains(quality)
+        expected = (1 - weight) * log_gain[low] + weight * log_gain[low + 1]
+        torch.testing.assert_close(gain.flatten().log(), expected)
+        expected = (1 - weight) * log_inverse_gain[low] + weight * log_inverse_gain[low + 1]
+        torch.testing.assert_close(inverse_gain.flatten().log(), expected)
+
+    # One quality per image: one row of gains per image.
+    gain, _ = codec.gains(torch.tensor([0.0, 10.0, 100.0]))
+    assert gain.shape == (3, 24, 1, 1)
+    torch.testing.assert_close(gain[1], codec.gains(10)[0][0])
+
+
+def test_a_new_codec_starts_with_gains_from_its_lambda():
+    """Initial gains follow high-rate theory, g = √(λ(q) / λ_ref), and g' = 1/g: before any training,
+    higher qualities quantise more finely."""
+    codec = RDCCodec(N=16, M=24, lmbda_min=0.001, lmbda_max=0.05, gain_levels=3)
+    qualities = torch.tensor([0.0, 30.0, 50.0, 100.0])
+
+    gain, inverse_gain = codec.gains(qualities)
+
+    torch.testing.assert_close(codec.lmbda(torch.tensor([0.0, 100.0])), torch.tensor([0.001, 0.05]))
+    torch.testing.assert_close(gain[:, 0, 0, 0] ** 2 * REFERENCE_LMBDA, codec.lmbda(qualities))
+    torch.testing.assert_close(gain * inverse_gain, torch.ones_like(gain))
+    assert torch.all(gain[1:] > gain[:-1])
+
+
+def test_gains_train_with_the_rest_of_the_model():
+    codec = tiny_codec().train()
+    x = images(64, 64)
+    out = codec(x, torch.tensor([30.0]))
+    rate = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values())
+    (rate + 0.01 * 255**2 * torch.mean((out["x_init"] - x) ** 2)).backward()
+    # Quality 30 lies between the anchors 20 and 40: those two rows get gradients, the others none.
+    used = codec.log_gain.grad.abs().sum(1) > 0
+    assert used.tolist() == [False, True, True, False, False, False]
+
+
+def test_a_codec_saved_without_gains_warm_starts_with_initialised_gains(tmp_path):
+    """A single-rate codec (saved before the gains existed) warm-starts: its transforms, and fresh gains."""
+    old = tiny_codec()
+    old.save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    save_file({k: v for k, v in state.items() if not k.startswith("log_")}, weights, metadata={"format": "pt"})
+
+    codec = warm_start(RDCCodec, tmp_path)
+
+    assert codec.training  # ready to train
+    fresh = RDCCodec(N=16, M=24)
+    for name in ("log_gain", "log_inverse_gain"):
+        assert torch.isfinite(getattr(codec, name)).all()
+        assert torch.equal(getattr(codec, name), getattr(fresh, name))
+    loaded = codec.state_dict()
+    for name, tensor in old.state_dict().items():
+        if not name.startswith("log_"):
+            assert torch.equal(loaded[name], tensor), name
+
+
+def test_warm_start_refuses_weights_the_model_does_not_have(tmp_path):
+    tiny_codec().save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file(load_file(weights) | {"context_prediction.weight": torch.zeros(2)}, weights, metadata={"format": "pt"})
+
+    with pytest.raises(ValueError, match="context_prediction.weight"):
+        warm_start(RDCCodec, tmp_path)
 
 
 def test_tables_are_rebuilt_after_training_changes_the_weights():
     codec = tiny_codec()
     x = images(64, 64)
-    before = codec.compress(x)["strings"]
+    before = codec.compress(x, 50)["strings"]
     fingerprint_before = codec.fingerprint()
 
     # One training step on the rate changes the entropy bottleneck's density model.
     codec.train()
     optimizer = torch.optim.SGD(codec.parameters(), lr=0.5)
-    out = codec(x)
+    out = codec(x, 50)
     rate = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values())
     (rate + codec.aux_loss()).backward()
     optimizer.step()
     codec.eval()
 
-    after = codec.compress(x)  # no update() by the user
+    after = codec.compress(x, 50)  # no update() by the user
     reference = copy.deepcopy(codec)
     reference.update(force=True)  # what a careful compressai user would do by hand
-    assert after["strings"] == reference.compress(x)["strings"]
+    assert after["strings"] == reference.compress(x, 50)["strings"]
     assert after["strings"] != before
     assert codec.fingerprint() != fingerprint_before
-    decoded = codec.decompress(after["strings"], after["shape"])
-    torch.testing.assert_close(decoded["y_hat"], codec(x)["y_hat"], rtol=0, atol=1e-5)
+    decoded = codec.decompress(after["strings"], after["shape"], 50)
+    torch.testing.assert_close(decoded["y_hat"], codec(x, 50)["y_hat"], rtol=0, atol=1e-5)
 
 
 def test_files_written_before_save_decode_bit_exactly_after_load(tmp_path):
     codec = tiny_codec()
-    encoded = codec.compress(images(128, 64))
-    expected = codec.decompress(encoded["strings"], encoded["shape"])
+    encoded = {q: codec.compress(images(128, 64), q) for q in (0, 41.07, 100)}
+    expected = {q: codec.decompress(e["strings"], e["shape"], q) for q, e in encoded.items()}
 
     codec.save_pretrained(tmp_path / "codec")
     loaded = RDCCodec.from_pretrained(tmp_path / "codec")
-    decoded = loaded.decompress(encoded["strings"], encoded["shape"])
 
-    assert torch.equal(decoded["y_hat"], expected["y_hat"])
-    assert torch.equal(decoded["x_init"], expected["x_init"])
+    assert loaded.config.gain_levels == codec.config.gain_levels
+    assert torch.equal(loaded.log_gain, codec.log_gain)
+    for quality, e in encoded.items():
+        decoded = loaded.decompress(e["strings"], e["shape"], quality)
+        assert torch.equal(decoded["y_hat"], expected[quality]["y_hat"])
+        assert torch.equal(decoded["x_init"], expected[quality]["x_init"])
     assert loaded.fingerprint() == codec.fingerprint()
 
 
@@ -124,7 +320,7 @@ def test_to_moves_devices_but_never_changes_dtype():
 
     assert codec.dtype == torch.float32
     assert codec.fingerprint() == fingerprint
-    codec.compress(images(64, 64))  # still works
+    codec.compress(images(64, 64), 50)  # still works
 
 
 def test_fingerprint_is_stable_and_sees_every_weight(tmp_path):
@@ -150,13 +346,16 @@ def test_fingerprint_depends_on_the_config():
     torch.manual_seed(0)
     b = RDCCodec(N=16, M=32)
     assert a.fingerprint() != b.fingerprint()
+    torch.manual_seed(0)
+    c = RDCCodec(N=16, M=24, lmbda_max=0.04)  # other initial gains, and another λ for each quality
+    assert a.fingerprint() != c.fingerprint()
 
 
 def test_latent_is_the_y_hat_that_coding_gives():
     torch.manual_seed(0)
     codec = RDCCodec(N=16, M=24)  # training mode: the module's own forward would add noise
     x = torch.rand(1, 3, 64, 128)
-    coded = codec.compress(x)
-    decoded = codec.decompress(coded["strings"], coded["shape"])["y_hat"]
-    assert torch.allclose(codec.latent(x), decoded, atol=1e-5)
-    assert torch.equal(codec.latent(x), codec.latent(x))
+    coded = codec.compress(x, 20)
+    decoded = codec.decompress(coded["strings"], coded["shape"], 20)["y_hat"]
+    assert torch.allclose(codec.latent(x, 20), decoded, atol=1e-5)
+    assert torch.equal(codec.latent(x, 20), codec.latent(x, 20))

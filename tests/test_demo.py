@@ -11,6 +11,8 @@ gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402 (only with the demo extra)
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from rdc_diffusers import RDCPipeline  # noqa: E402
+from rdc_diffusers.bitstream import decode_file  # noqa: E402
 from rdc_diffusers.demo import build_demo  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
@@ -47,13 +49,23 @@ def test_endpoints_are_named(client):
         "/compress", "/decompress"}
 
 
+def kodak_crop(tmp_path) -> Path:
+    path = tmp_path / "crop.png"
+    Image.open(EXAMPLE).crop((256, 128, 320, 176)).save(path)  # 64x48 of kodim23
+    return path
+
+
 def test_round_trip_shows_the_pixels_the_library_decodes(client, tiny_pipeline, tmp_path):
-    Image.open(EXAMPLE).crop((256, 128, 320, 176)).save(tmp_path / "crop.png")  # 64x48 of kodim23
+    crop = kodak_crop(tmp_path)
     original, fast, refined, slider, table, stats, rdc = client.predict(
-        handle_file(tmp_path / "crop.png"), "tiny-rdc", "DDIM", 2, 7, "refined", api_name="/compress")
+        handle_file(crop), "tiny-rdc", 92.5, None, "DDIM", 2, 7, "refined", api_name="/compress")
 
     data = Path(rdc).read_bytes()
     assert Path(rdc).name == "crop.rdc"
+    assert decode_file(data).header.quality == stats["quality"] == 92.5  # the slider's quality, in the file
+    assert stats["target_bpp"] is None and "quality **92.5**" in table
+    same = tiny_pipeline.compress(Image.open(crop), quality=92.5, seed=7, num_inference_steps=2)
+    assert decode_file(data).sections == decode_file(same).sections  # the entropy-coded bytes, not the header
     assert stats["bpp"] == pytest.approx(8 * len(data) / (64 * 48))
     assert f"{stats['bpp']:.4f} bpp" in table
     assert set(stats["decodes"]) == {"fast", "refined"} and stats["decodes"]["fast"]["psnr"] > 0
@@ -67,19 +79,48 @@ def test_round_trip_shows_the_pixels_the_library_decodes(client, tiny_pipeline, 
 def test_fast_only_skips_the_diffusion(client, tmp_path):
     random_image(32, 48).save(tmp_path / "x.png")
     _, fast, refined, _, _, stats, _ = client.predict(
-        handle_file(tmp_path / "x.png"), "tiny-rdc", "DDPM", 3, 0, "fast", api_name="/compress")
+        handle_file(tmp_path / "x.png"), "tiny-rdc", 50, None, "DDPM", 3, 0, "fast", api_name="/compress")
     assert refined is None and set(stats["decodes"]) == {"fast"}
+
+
+def test_a_target_bpp_picks_the_highest_quality_that_fits(client, tmp_path):
+    crop = kodak_crop(tmp_path)
+    target = 0.26  # 99 bytes for 64x48; the tiny model writes 77 bytes at quality 0 and more above ~85
+    _, _, _, _, table, stats, rdc = client.predict(
+        handle_file(crop), "tiny-rdc", 100, target, "DDIM", 1, 0, "fast", api_name="/compress")
+
+    data = Path(rdc).read_bytes()
+    assert 8 * len(data) / (64 * 48) <= target and stats["bpp"] <= target  # never above the target
+    assert stats["target_bpp"] == target and "target ≤ 0.26 bpp" in table
+    assert 0 < stats["quality"] < 100  # the slider's 100 is overridden by the search
+    assert decode_file(data).header.quality == stats["quality"] and f"quality **{stats['quality']:g}**" in table
+
+
+def test_an_unreachable_target_bpp_names_the_smallest_size(client, tmp_path):
+    with pytest.raises(AppError, match=r"Cannot reach 0.01 bpp: even the lowest quality \(0\) gives \d+ bytes"):
+        client.predict(handle_file(kodak_crop(tmp_path)), "tiny-rdc", 50, 0.01, "DDIM", 1, 0, "fast",
+                       api_name="/compress")
+
+
+@pytest.mark.parametrize(("quality", "target", "message"), [
+    (50, -0.5, "target bpp must be a positive number"),
+    (150, None, "150 is greater than maximum value 100|quality must be a number in 0..100"),  # Gradio checks first
+])
+def test_bad_rate_settings_get_a_readable_error(client, tmp_path, quality, target, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(kodak_crop(tmp_path)), "tiny-rdc", quality, target, "DDIM", 1, 0, "fast",
+                       api_name="/compress")
 
 
 @pytest.mark.parametrize("scheduler", ["DDIM", "DPM-Solver"])
 def test_uploaded_rdc_file_decodes_with_its_stored_seed_and_steps(client, tiny_pipeline, tmp_path, scheduler):
-    data = tiny_pipeline.compress(random_image(40, 56, seed=3), seed=11, num_inference_steps=2)
+    data = tiny_pipeline.compress(random_image(40, 56, seed=3), quality=70, seed=11, num_inference_steps=2)
     (tmp_path / "x.rdc").write_bytes(data)
     original, fast, refined, _, table, stats, rdc = client.predict(
         handle_file(tmp_path / "x.rdc"), "tiny-rdc", scheduler, -1, "refined", api_name="/decompress")
 
     assert original is None and rdc is None
-    assert (stats["seed"], stats["steps"], stats["scheduler"]) == (11, 2, scheduler)
+    assert (stats["seed"], stats["steps"], stats["scheduler"], stats["quality"]) == (11, 2, scheduler, 70)
     assert stats["bpp"] == pytest.approx(8 * len(data) / (40 * 56)) and "bpp" in table
     assert np.array_equal(pixels(fast), np.asarray(tiny_pipeline.decompress(data, refine=False).images[0]))
     if scheduler == "DDIM":  # the model's own scheduler: the same pixels as `rdc decompress`
@@ -104,21 +145,24 @@ def test_a_png_renamed_to_rdc_gets_a_readable_error(client, tmp_path):
 def test_too_many_pixels_is_refused_before_decoding(client, tmp_path):
     Image.new("RGB", (80, 60), "gray").save(tmp_path / "big.png")  # 4800 px > 4096, a few hundred bytes
     with pytest.raises(AppError, match=r"80x60 = 0.0048 MP; this demo takes up to 0.0041 MP"):
-        client.predict(handle_file(tmp_path / "big.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
+        client.predict(handle_file(tmp_path / "big.png"), "tiny-rdc", 50, None, "DDIM", 1, 0, "fast",
+                       api_name="/compress")
 
 
 def test_a_grayscale_upload_reaches_the_app_as_uploaded(client, tmp_path):
     """Gradio must not convert (decode) non-RGB uploads itself: the pixel limit comes first, then RDC's modes."""
     Image.new("L", (80, 60), 128).save(tmp_path / "big_gray.png")
     with pytest.raises(AppError, match=r"80x60 = 0.0048 MP"):
-        client.predict(handle_file(tmp_path / "big_gray.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
+        client.predict(handle_file(tmp_path / "big_gray.png"), "tiny-rdc", 50, None, "DDIM", 1, 0, "fast",
+                       api_name="/compress")
 
 
 def test_too_large_upload_is_refused(client, tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (60, 180, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise2.png")  # ~32 KB of incompressible noise > 0.02 MB
     with pytest.raises(AppError, match="accepts up to 0.02 MB"):
-        client.predict(handle_file(tmp_path / "noise2.png"), "tiny-rdc", "DDIM", 1, 0, "fast", api_name="/compress")
+        client.predict(handle_file(tmp_path / "noise2.png"), "tiny-rdc", 50, None, "DDIM", 1, 0, "fast",
+                       api_name="/compress")
 
 
 def test_the_space_app_builds_the_bundled_demo():
@@ -127,7 +171,10 @@ def test_the_space_app_builds_the_bundled_demo():
     app = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "gradio_app" / "app.py"))
     demo = app["demo"]
     assert isinstance(demo, gr.Blocks)
-    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Rate (model)")
-    from rdc_diffusers.pretrained import bundled_models
+    dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model")
+    from rdc_diffusers.pretrained import DEFAULT_MODEL, bundled_models
 
-    assert [c[0] for c in dropdown.choices] == bundled_models()
+    assert [c[0] for c in dropdown.choices] == bundled_models() and dropdown.value == DEFAULT_MODEL
+    quality = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label.startswith("Quality"))
+    assert (quality.minimum, quality.maximum) == (0, 100)
+    assert quality.value == RDCPipeline.from_pretrained(DEFAULT_MODEL).config.default_quality

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rdc_diffusers.evaluation import evaluate_classical, evaluate_pipeline, summarize
+from rdc_diffusers.evaluation import curve_name, evaluate_classical, evaluate_pipeline, group_name, summarize
 from rdc_diffusers.metrics.quality import MS_SSIM_MIN_SIDE, ms_ssim, psnr
+from rdc_diffusers.results import curves
 
 
 def _random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -84,7 +85,7 @@ def test_evaluate_pipeline_records(tiny_pipeline, tmp_path):
     assert [(r["image"], r["decode"]) for r in records] == [
         ("a.png", "fast"), ("a.png", "ddim-2"), ("b.png", "fast"), ("b.png", "ddim-2")]
     for record in records:
-        assert record["method"] == "tiny"
+        assert record["method"] == "tiny" and record["quality"] == pipe.config.default_quality
         assert record["bpp"] == 8 * record["bytes"] / (record["width"] * record["height"])
         assert record["bytes"] > 0 and record["encode_s"] > 0 and record["decode_s"] > 0
         assert 0 < record["psnr"] < math.inf
@@ -102,6 +103,47 @@ def test_evaluate_pipeline_records(tiny_pipeline, tmp_path):
     fast = pipe.decompress(data, refine=False, output_type="pt").images
     reference = torch.from_numpy(np.array(Image.open(paths[0]))).permute(2, 0, 1)[None] / 255
     assert records[0]["psnr"] == pytest.approx(psnr(reference, fast))
+
+
+def test_several_qualities_of_one_model_are_one_curve(tiny_pipeline, tmp_path):
+    """Each quality is a rate point of its own (one summary entry per quality and decode); all qualities of one
+    decode are one curve, in rate order."""
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    _textured_png(paths[0], 64, 64, seed=0)
+    _textured_png(paths[1], 64, 128, seed=1)
+    decodes = {"fast": {"refine": False}, "ddim-1": {"num_inference_steps": 1}}
+    records = evaluate_pipeline(tiny_pipeline, paths, decodes=decodes, quality=[0, 33.333, 100], method="tiny",
+                                fid=False)
+    assert [(r["image"], r["quality"], r["decode"]) for r in records[:6]] == [
+        ("a.png", q, d) for q in (0, 33.33, 100) for d in ("fast", "ddim-1")]  # stored in hundredths
+    a = [r for r in records if r["image"] == "a.png" and r["decode"] == "fast"]
+    assert a[0]["bytes"] <= a[1]["bytes"] <= a[2]["bytes"] and a[0]["bytes"] < a[2]["bytes"]
+
+    summary = summarize(records, fid=False)
+    assert list(summary) == ["tiny/fast@q0", "tiny/ddim-1@q0", "tiny/fast@q33.33", "tiny/ddim-1@q33.33",
+                             "tiny/fast@q100", "tiny/ddim-1@q100"]
+    assert all(entry["count"] == 2 for entry in summary.values())
+    assert summary["tiny/fast@q33.33"]["quality"] == 33.33
+    by_curve = curves({"summary": summary})
+    assert list(by_curve) == ["tiny/fast", "tiny/ddim-1"]
+    assert [e["quality"] for e in by_curve["tiny/fast"]] == [0, 33.33, 100]  # sorted by bpp, which grows with q
+    # One quality as a number; the default quality when none is given.
+    (one,) = evaluate_pipeline(tiny_pipeline, paths[:1], decodes={"fast": {"refine": False}}, quality=12.5,
+                               method="tiny", fid=False)
+    assert group_name(one) == "tiny/fast@q12.5"
+
+
+def test_old_single_rate_and_classical_records_group_as_before():
+    """Result files of the retired rdc-bsds-q1/q3/q5 (no quality) and classical records (a Pillow quality, but a
+    target rate) keep their keys and curves."""
+    old = [{"method": f"rdc-bsds-q{i}", "decode": d, "bpp": 0.1 * i} for i in (1, 3, 5) for d in ("fast", "ddim-1")]
+    assert [group_name(r) for r in old[:2]] == ["rdc-bsds-q1/fast", "rdc-bsds-q1/ddim-1"]
+    assert {curve_name(r) for r in old} == {"rdc-bsds/fast", "rdc-bsds/ddim-1"}
+    jpeg = {"method": "jpeg", "decode": "<=0.2500bpp", "quality": 37, "target_bpp": 0.25, "bpp": 0.24}
+    assert (group_name(jpeg), curve_name(jpeg)) == ("jpeg/<=0.2500bpp", "jpeg")
+    new = {"method": "rdc-bsds-q3", "decode": "fast", "quality": 40.0, "bpp": 0.3}  # a variable-rate model's name
+    assert (group_name(new), curve_name(new)) == ("rdc-bsds-q3/fast@q40", "rdc-bsds-q3/fast")  # kept whole
+    assert curve_name({**new, "curve": "mine"}) == "mine"
 
 
 def test_evaluate_pipeline_refuses_output_type(tiny_pipeline, tmp_path):

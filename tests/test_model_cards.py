@@ -8,25 +8,35 @@ import pytest
 from conftest import load_script
 from huggingface_hub import ModelCard
 
-from rdc_diffusers.model_card import MissingResultsError
-from rdc_diffusers.pretrained import bundled_models
+from rdc_diffusers.evaluation import format_quality
+from rdc_diffusers.model_card import MissingResultsError, render_card
+from rdc_diffusers.pretrained import BUNDLED_DIR, bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
 make_cards = load_script("model_cards/make_cards.py")
+RESULTS = ROOT / "benchmarks/results/results.json"
+
+
+def _default_quality(name: str) -> float:
+    return json.loads((BUNDLED_DIR / name / "model_index.json").read_text())["default_quality"]
 
 
 def test_committed_cards_match_a_fresh_rendering(capsys):
     assert make_cards.main(["--check"]) == 0, capsys.readouterr().err
 
 
+def test_only_bundled_models_have_cards():
+    assert sorted(p.stem for p in (ROOT / "model_cards").glob("*.md")) == sorted(bundled_models())
+
+
 @pytest.mark.parametrize("name", bundled_models())
-def test_model_index_holds_the_measured_kodak_numbers(name):
+def test_model_index_holds_the_measured_numbers_at_the_default_quality(name):
     card = ModelCard(make_cards.render_bundled_card(name))
     assert (card.data.license, card.data.library_name, card.data.pipeline_tag) == ("apache-2.0", "diffusers",
                                                                                     "image-to-image")
     assert {"image-compression", "diffusion", "learned-compression"} <= set(card.data.tags)
-    summary = json.loads((ROOT / "benchmarks/results/results.json").read_text())["summary"]
-    fast = summary[f"{name}/fast"]
+    summary = json.loads(RESULTS.read_text())["summary"]
+    fast = summary[f"{name}/fast@q{format_quality(_default_quality(name))}"]
     got = {(r.metric_type, r.metric_name.split(", ")[-1]): r.metric_value for r in card.data.eval_results}
     assert got[("psnr", "fast")] == pytest.approx(fast["psnr"], abs=1e-4)
     assert got[("lpips", "fast")] == pytest.approx(fast["lpips"], abs=1e-4)
@@ -36,21 +46,69 @@ def test_model_index_holds_the_measured_kodak_numbers(name):
         assert got[(metric, "fast")] == pytest.approx(fast[metric], abs=1e-4)  # the card rounds to 4 decimals
 
 
+@pytest.mark.parametrize("name", bundled_models())
+def test_the_card_has_one_row_per_measured_quality(name):
+    summary = json.loads(RESULTS.read_text())["summary"]
+    qualities = sorted({e["quality"] for e in summary.values() if e["method"] == name})
+    assert len(qualities) >= 2
+    rows = [line for line in make_cards.render_bundled_card(name).splitlines() if line.startswith("| ")][1:]
+    rows = rows[:len(qualities)]
+    assert [row.split(" | ")[0].strip("| *").split()[0] for row in rows] == [format_quality(q) for q in qualities]
+    default = format_quality(_default_quality(name))
+    assert [row for row in rows if "(default)" in row] == [r for r in rows if r.startswith(f"| **{default} ")]
+    fast = summary[f"{name}/fast@q{format_quality(qualities[0])}"]
+    assert f"| {fast['bpp']:.3f} | {fast['psnr']:.2f} / " in rows[0]
+
+
 def test_a_bundled_model_without_results_fails_loudly(tmp_path):
-    results = json.loads((ROOT / "benchmarks/results/results.json").read_text())
-    results["summary"] = {k: v for k, v in results["summary"].items() if v["method"] != "rdc-bsds-q3"}
+    results = json.loads(RESULTS.read_text())
+    results["summary"] = {k: v for k, v in results["summary"].items() if v["method"] != "rdc-bsds"}
     (tmp_path / "results.json").write_text(json.dumps(results))
-    with pytest.raises(MissingResultsError, match="no benchmark results for 'rdc-bsds-q3'"):
-        make_cards.render_bundled_card("rdc-bsds-q3", tmp_path)
+    with pytest.raises(MissingResultsError, match="no benchmark results for 'rdc-bsds'"):
+        make_cards.render_bundled_card("rdc-bsds", tmp_path)
+
+
+def test_a_card_needs_its_default_quality_and_both_decodes(tmp_path):
+    results = json.loads(RESULTS.read_text())
+    default = f"@q{format_quality(_default_quality('rdc-bsds'))}"
+    without_default = {k: v for k, v in results["summary"].items() if not k.endswith(default)}
+    (tmp_path / "results.json").write_text(json.dumps({"info": results["info"], "summary": without_default}))
+    with pytest.raises(MissingResultsError, match="at its default quality 50"):
+        make_cards.render_bundled_card("rdc-bsds", tmp_path)
+    no_refined = {k: v for k, v in results["summary"].items() if not k.startswith("rdc-bsds/ddim-1@q0")}
+    (tmp_path / "results.json").write_text(json.dumps({"info": results["info"], "summary": no_refined}))
+    with pytest.raises(MissingResultsError, match=r"no refined \(DDIMScheduler, 1 steps\) benchmark results for "
+                                                  r"'rdc-bsds' at quality 0;"):
+        make_cards.render_bundled_card("rdc-bsds", tmp_path)
 
 
 def test_results_may_be_split_over_files_but_not_duplicated(tmp_path):
-    results = json.loads((ROOT / "benchmarks/results/results.json").read_text())
-    mine = {k: v for k, v in results["summary"].items() if v["method"] == "rdc-bsds-q3"}
-    (tmp_path / "a.json").write_text(json.dumps({"info": results["info"], "summary": mine}))
-    (tmp_path / "b.json").write_text(json.dumps({"summary": {"other/fast": {**mine["rdc-bsds-q3/fast"],
-                                                                           "method": "other"}}}))
-    assert make_cards.render_bundled_card("rdc-bsds-q3", tmp_path) == make_cards.render_bundled_card("rdc-bsds-q3")
+    results = json.loads(RESULTS.read_text())
+    mine = {k: v for k, v in results["summary"].items() if v["method"] == "rdc-bsds"}
+    low = {k: v for k, v in mine.items() if v["quality"] < 50}
+    (tmp_path / "a.json").write_text(json.dumps({"info": results["info"], "summary": low}))
+    high = {k: v for k, v in mine.items() if k not in low}
+    other = {"other/fast": {**next(iter(low.values())), "method": "other"}}
+    (tmp_path / "b.json").write_text(json.dumps({"info": results["info"], "summary": high | other}))
+    assert make_cards.render_bundled_card("rdc-bsds", tmp_path) == make_cards.render_bundled_card("rdc-bsds")
     shutil.copy(tmp_path / "a.json", tmp_path / "c.json")
     with pytest.raises(MissingResultsError, match="ambiguous"):
-        make_cards.render_bundled_card("rdc-bsds-q3", tmp_path)
+        make_cards.render_bundled_card("rdc-bsds", tmp_path)
+
+
+def test_cards_of_models_no_longer_bundled_are_stale_and_deleted(tmp_path, capsys):
+    for card in (ROOT / "model_cards").glob("*.md"):
+        shutil.copy(card, tmp_path / card.name)
+    (tmp_path / "rdc-bsds-q3.md").write_text("# retired\n")
+    assert make_cards.main(["--check", "--out", str(tmp_path)]) == 1
+    assert "rdc-bsds-q3.md" in capsys.readouterr().err
+    assert make_cards.main(["--out", str(tmp_path)]) == 0
+    assert sorted(p.stem for p in tmp_path.glob("*.md")) == sorted(bundled_models())
+
+
+def test_an_unbenchmarked_card_as_save_pretrained_writes_it():
+    """What hub.write_model_files renders for any saved model: no numbers, the variable-rate usage."""
+    card = render_card("my-rdc", config={"default_num_inference_steps": 2, "default_quality": 60.0},
+                       scheduler="DDIMScheduler", repo_id="me/my-rdc")
+    assert "Not benchmarked" in card and "default 60" in card and "target_bpp=0.3" in card
+    assert 'RDCPipeline.from_pretrained("me/my-rdc")' in card and "model-index" not in card

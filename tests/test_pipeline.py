@@ -15,6 +15,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from safetensors.torch import load_file
 
 from rdc_diffusers import RDCFormatError, RDCModelMismatchError, RDCPipeline, RDCPipelineOutput, ResidualUNet
+from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.image_io import crop_to, pad_to_multiple, to_tensor
 
 
 def decode_np(pipe: RDCPipeline, data: bytes, **kwargs) -> np.ndarray:
@@ -132,6 +134,100 @@ def test_decoding_is_identical_in_another_process(tiny_model_dir, tmp_path):
     fast_other, refined_other = decode_in_subprocess(tiny_model_dir, rdc_path, tmp_path / "other.npy", threads=other)
     np.testing.assert_allclose(fast_other, fast, rtol=0, atol=1e-6)
     np.testing.assert_allclose(refined_other, refined, rtol=0, atol=1e-4)
+
+
+# --- quality -------------------------------------------------------------------------------------------------------
+
+
+def test_the_quality_is_stored_in_the_file_and_decoded_with(tiny_pipeline):
+    image = random_image(48, 80)
+
+    data = tiny_pipeline.compress(image, quality=37.12)
+
+    assert decode_file(data).header.quality == 37.12
+    # The fast decode is exactly the codec's decode at that quality: the decoder took it from the header.
+    x = pad_to_multiple(to_tensor(image)[0], tiny_pipeline.codec.alignment)
+    coded = tiny_pipeline.codec.compress(x, 37.12)
+    expected = crop_to(tiny_pipeline.codec.decompress(coded["strings"], coded["shape"], 37.12)["x_init"], 48, 80)
+    np.testing.assert_array_equal(tiny_pipeline.decompress(data, refine=False, output_type="pt").images, expected)
+
+
+def test_qualities_are_rounded_to_hundredths_before_they_are_stored(tiny_pipeline):
+    image = random_image(48, 80)
+    data = tiny_pipeline.compress(image, quality=37.123)
+    assert decode_file(data).header.quality == 37.12
+    assert data == tiny_pipeline.compress(image, quality=37.12)
+
+
+def test_the_default_quality_comes_from_the_config(tiny_pipeline, tmp_path):
+    image = random_image(48, 80)
+    assert tiny_pipeline.config.default_quality == 50
+
+    data = tiny_pipeline.compress(image)
+
+    assert decode_file(data).header.quality == 50
+    assert data == tiny_pipeline.compress(image, quality=50)
+
+    # Another default travels with the saved pipeline (model_index.json).
+    pipe = RDCPipeline(codec=tiny_pipeline.codec, unet=tiny_pipeline.unet, scheduler=tiny_pipeline.scheduler,
+                       default_quality=80)
+    pipe.save_pretrained(tmp_path / "q80")
+    reloaded = load_pipeline(tmp_path / "q80")
+    assert reloaded.config.default_quality == 80
+    assert decode_file(reloaded.compress(image)).header.quality == 80
+
+
+@pytest.mark.parametrize("default_quality, error", [(101, ValueError), (-5, ValueError), ("high", TypeError)])
+def test_a_default_quality_outside_0_to_100_is_refused(tiny_pipeline, default_quality, error):
+    with pytest.raises(error, match="quality"):
+        RDCPipeline(codec=tiny_pipeline.codec, unet=tiny_pipeline.unet, scheduler=tiny_pipeline.scheduler,
+                    default_quality=default_quality)
+
+
+@pytest.mark.parametrize("quality, error", [(-1, ValueError), (100.5, ValueError), (float("nan"), ValueError),
+                                            ("50", TypeError), (True, TypeError)])
+def test_compress_refuses_a_bad_quality(tiny_pipeline, quality, error):
+    with pytest.raises(error, match="quality"):
+        tiny_pipeline.compress(random_image(16, 16), quality=quality)
+
+
+def test_quality_and_target_bpp_together_are_refused(tiny_pipeline):
+    with pytest.raises(ValueError, match="either quality or target_bpp"):
+        tiny_pipeline.compress(random_image(16, 16), quality=50, target_bpp=0.5)
+    with pytest.raises(ValueError, match="either quality or target_bpp"):
+        tiny_pipeline(random_image(16, 16), quality=50, target_bpp=0.5)
+
+
+@pytest.mark.parametrize("target_bpp", [0, -1.0, True, "0.5", float("nan")])
+def test_a_bad_target_bpp_is_refused(tiny_pipeline, target_bpp):
+    with pytest.raises(ValueError, match="target_bpp"):
+        tiny_pipeline.compress(random_image(16, 16), target_bpp=target_bpp)
+
+
+def test_refined_decodes_work_at_every_quality(fresh_pipeline):
+    """One unet for every rate: it is told each file's quality."""
+    told = []
+    fresh_pipeline.unet.register_forward_pre_hook(lambda unet, args, kwargs: told.append(kwargs["quality"]),
+                                                  with_kwargs=True)
+    image = random_image(48, 80)
+    for quality in (0, 33.33, 100):
+        data = fresh_pipeline.compress(image, quality=quality, num_inference_steps=2)
+        told.clear()
+
+        refined = decode_np(fresh_pipeline, data)
+
+        assert told == [quality, quality]  # each of the 2 steps
+        assert refined.shape == (1, 48, 80, 3) and np.isfinite(refined).all()
+        assert refined.min() >= 0 and refined.max() <= 1
+        assert not np.array_equal(refined, decode_np(fresh_pipeline, data, refine=False))
+        np.testing.assert_array_equal(refined, decode_np(fresh_pipeline, data))
+
+
+def test_call_takes_a_quality(tiny_pipeline):
+    image = random_image(48, 80)
+    out = tiny_pipeline(image, quality=12.5, refine=False)
+    assert out.data == [tiny_pipeline.compress(image, quality=12.5)]
+    assert decode_file(out.data[0]).header.quality == 12.5
 
 
 # --- schedulers -----------------------------------------------------------------------------------------------------

@@ -7,9 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import PYTHON, build_tiny_pipeline, load_pipeline, load_script, python_env, random_image
+from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
+from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.training import rate_distortion_loss
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
 TINY = ["--crop-size", "64", "--batch-size", "2", "--iterations", "2", "--log-every", "1", "--val-every", "100"]
@@ -40,17 +44,49 @@ def photos(tmp_path_factory) -> Path:
 def codec_run(photos, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "codec"
     log = train("codec", "--train-dir", str(photos), "--val-dir", str(photos), "--output", str(out),
-                "--N", "16", "--M", "24")
+                "--N", "16", "--M", "24", "--lmbda-min", "0.001", "--lmbda-max", "0.05", "--gain-levels", "3")
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
-    assert any("val_bpp" in r for r in log)  # measured from real bytes at the end
+    # Measured from real bytes at the end, at a low, a middle and a high quality.
+    assert {f"val_{metric}_q{q}" for metric in ("bpp", "psnr") for q in (10, 50, 90)} <= set(log[-1])
     return out / "codec"
+
+
+def test_the_codec_stage_saves_one_codec_for_every_rate(codec_run, photos):
+    codec = RDCCodec.from_pretrained(codec_run)
+    assert (codec.config.lmbda_min, codec.config.lmbda_max, codec.config.gain_levels) == (0.001, 0.05, 3)
+    assert codec.log_gain.shape == (3, 24) and torch.isfinite(codec.log_gain).all()
+    x = torch.rand(1, 3, 64, 64)
+    for quality in (0, 50, 100):
+        coded = codec.compress(x, quality)
+        assert codec.decompress(coded["strings"], coded["shape"], quality)["x_init"].shape == (1, 3, 64, 64)
 
 
 def test_a_warm_started_codec_trains_in_training_mode(codec_run):
     """from_pretrained gives eval mode, where the rate term would not reach the encoder."""
+    script = load_script("examples/train_rdc.py")
     args = argparse.Namespace(init=str(codec_run), N=16, M=24)
-    assert load_script("examples/train_rdc.py").initial_codec(args).training
-    assert load_script("examples/train_rdc.py").initial_codec(argparse.Namespace(init=None, N=16, M=24)).training
+    assert script.initial_codec(args).training
+    fresh = argparse.Namespace(init=None, N=16, M=24, lmbda_min=0.001, lmbda_max=0.05, gain_levels=4)
+    codec = script.initial_codec(fresh)
+    assert codec.training and codec.config.gain_levels == 4 and codec.config.lmbda_max == 0.05
+
+
+def test_the_rate_distortion_loss_takes_one_lambda_per_image():
+    """A variable-rate batch: each image is weighed at the λ of its own quality, then the losses are averaged."""
+    torch.manual_seed(0)
+    x, x_hat = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    likelihoods = {"y": torch.rand(2, 4, 2, 2), "z": torch.rand(2, 2, 1, 1)}
+    lmbda = torch.tensor([0.001, 0.05])
+
+    both = rate_distortion_loss(likelihoods, x_hat, x, lmbda)
+
+    alone = [rate_distortion_loss({k: v[i : i + 1] for k, v in likelihoods.items()}, x_hat[i : i + 1],
+                                  x[i : i + 1], lmbda[i].item()) for i in range(2)]
+    for key in ("loss", "bpp", "mse"):
+        torch.testing.assert_close(both[key], (alone[0][key] + alone[1][key]) / 2)
+    bits = -torch.log2(likelihoods["y"][0]).sum() - torch.log2(likelihoods["z"][0]).sum()
+    torch.testing.assert_close(alone[0]["bpp"], bits / 64)
+    torch.testing.assert_close(alone[0]["loss"], alone[0]["bpp"] + 0.001 * 255**2 * alone[0]["mse"])
 
 
 @pytest.mark.parametrize("mode", ["residual", "cdc"])
@@ -59,21 +95,33 @@ def test_the_second_stage_saves_a_pipeline_that_decodes(mode, codec_run, photos,
     log = train("residual", "--mode", mode, "--codec", str(codec_run), "--train-dir", str(photos),
                 "--val-dir", str(photos), "--output", str(out), "--block-out-channels", "8", "16",
                 "--cond-channels", "4")
-    assert {"val_psnr_fast", "val_lpips_1step"} <= set(log[-1])
     pipe = load_pipeline(out / "pipeline")
     assert pipe.unet.config.residual is (mode == "residual")
     assert pipe.unet.config.residual_scale == (2.0 if mode == "cdc" else pytest.approx(log[0]["residual_scale"]))
     assert pipe.codec.fingerprint() == RDCCodec.from_pretrained(codec_run).fingerprint()  # the codec stayed frozen
-    data = pipe.compress(random_image(64, 64))
-    assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)
+    assert {"val_psnr_fast_q10", "val_lpips_1step_q90"} <= set(log[-1])  # every validation quality
+    for quality in (0, 100):
+        data = pipe.compress(random_image(64, 64), quality=quality)
+        assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)
 
 
-def test_a_warm_started_codec_run_resumes_from_its_init(codec_run, photos, tmp_path):
-    log = train("codec", "--init", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
-                "--output", str(tmp_path / "warm"), "--lmbda", "0.02")
-    assert json.loads((tmp_path / "warm" / "args.json").read_text())["init"] == str(codec_run)
-    assert RDCCodec.from_pretrained(tmp_path / "warm" / "codec").config.M == 24  # the init's size, not --M
-    assert log[-1]["val_bpp"] > 0
+def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, tmp_path):
+    """--init from a codec saved before the rate gains existed (the retired single-rate models): its transforms
+    load, the gains start from their initialisation, and the init's config wins over the command line."""
+    single_rate = tmp_path / "single-rate"
+    RDCCodec.from_pretrained(codec_run).save_pretrained(single_rate)
+    weights = single_rate / "diffusion_pytorch_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("log_")}, weights,
+              metadata={"format": "pt"})
+
+    log = train("codec", "--init", str(single_rate), "--train-dir", str(photos), "--val-dir", str(photos),
+                "--output", str(tmp_path / "warm"), "--lmbda-max", "0.02")
+
+    assert json.loads((tmp_path / "warm" / "args.json").read_text())["init"] == str(single_rate)
+    codec = RDCCodec.from_pretrained(tmp_path / "warm" / "codec")
+    assert codec.config.M == 24 and codec.config.lmbda_max == 0.05  # the init's, not --M or --lmbda-max
+    assert torch.isfinite(codec.log_gain).all() and torch.isfinite(codec.log_inverse_gain).all()
+    assert log[-1]["val_bpp_q50"] > 0
 
 
 def test_a_checkpoint_resumes_with_a_new_budget_but_not_with_other_settings(photos, tmp_path):
@@ -82,21 +130,25 @@ def test_a_checkpoint_resumes_with_a_new_budget_but_not_with_other_settings(phot
     train(*common)
     log = train(*common, "--iterations", "3")  # a longer budget resumes the run
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
-    result = run_script(*common, "--lmbda", "0.05")
+    result = run_script(*common, "--lmbda-max", "0.05")
     assert result.returncode != 0
-    assert "holds a checkpoint of another run (--lmbda 0.0067 there, 0.05 now)" in result.stderr
+    assert "holds a checkpoint of another run (--lmbda-max 0.08 there, 0.05 now)" in result.stderr
     assert "Traceback" not in result.stderr
-    assert json.loads((tmp_path / "run" / "args.json").read_text())["lmbda"] == 0.0067  # left as it was
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["lmbda_max"] == 0.08  # left as it was
 
 
 def test_the_inter_stage_saves_a_p_frame_codec_for_the_video_pipeline(codec_run, photos, tmp_path):
     out = tmp_path / "inter"
     log = train("inter", "--codec", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
-                "--output", str(out), "--N", "8", "--M", "8", "--frames", "3")
+                "--output", str(out), "--N", "8", "--M", "8", "--frames", "3", "--quality", "30")
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
     assert {"val_i_bpp", "val_p_bpp", "val_i_psnr", "val_p_psnr"} <= set(log[-1])  # from real bytes
     tiny = build_tiny_pipeline()  # its unet takes this codec's 24 latent channels
+    inter_codec = RDCInterCodec.from_pretrained(out / "inter_codec")
     pipe = RDCVideoPipeline(codec=RDCCodec.from_pretrained(codec_run), unet=tiny.unet, scheduler=tiny.scheduler,
-                            inter_codec=RDCInterCodec.from_pretrained(out / "inter_codec"))
+                            inter_codec=inter_codec)
     frames = [random_image(64, 64, seed=s) for s in range(3)]
     assert pipe.decompress(pipe.compress(frames, gop_size=3), refine=False).frame_types == ["I", "P", "P"]
+    # The P-frames were trained to continue from I-frames coded at quality 30: clips must use that quality.
+    assert inter_codec.config.quality == 30 and pipe.quality == 30
+    assert decode_file(pipe.image_pipeline().compress(frames[0])).header.quality == 30

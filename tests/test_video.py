@@ -12,6 +12,7 @@ from conftest import build_tiny_pipeline, random_image
 from PIL import Image
 
 from rdc_diffusers import RDCFormatError, RDCInterCodec, RDCModelMismatchError, RDCVideoPipeline, UnsupportedImageError
+from rdc_diffusers.image_io import pad_to_multiple, to_tensor
 from rdc_diffusers.video_bitstream import RDCVFile, RDCVHeader, decode_video_file, encode_video_file
 from rdc_diffusers.video_io import read_video
 
@@ -156,6 +157,43 @@ def test_other_models_refuse_the_clip(clip_bytes):
     other = build_tiny_video_pipeline(seed=1)
     with pytest.raises(RDCModelMismatchError, match="clip was written by model"):
         other.decompress(clip_bytes)
+
+
+def test_clips_are_coded_at_the_quality_the_inter_codec_was_trained_for(video_pipe):
+    """The P-frame codec has a single rate: the I-frames use the image codec at its ``quality``, and no other."""
+    assert video_pipe.quality == video_pipe.inter_codec.config.quality == 50
+    frames = moving_clip(3)
+
+    data = video_pipe.compress(frames, gop_size=2)
+
+    assert video_pipe.compress(frames, gop_size=2, quality=50) == data
+    assert video_pipe.compress(frames, gop_size=2, quality=50.001) == data  # rounded to hundredths, like images
+    for quality in (10, 49.99, 100):
+        with pytest.raises(ValueError, match="quality 50 only"):
+            video_pipe.compress(frames, quality=quality)
+    with pytest.raises(ValueError, match="quality 50 only"):
+        video_pipe(frames, quality=80)
+    with pytest.raises(ValueError):
+        video_pipe.compress(frames, quality=150)
+
+
+def test_a_video_model_trained_at_another_quality_codes_its_i_frames_there():
+    image = build_tiny_pipeline()
+    torch.manual_seed(0)
+    pipe = RDCVideoPipeline(codec=image.codec, inter_codec=RDCInterCodec(N=8, M=8, quality=20), unet=image.unet,
+                            scheduler=image.scheduler, default_num_inference_steps=1)
+    pipe.set_progress_bar_config(disable=True)
+    frames = moving_clip(3)
+
+    file = decode_video_file(pipe.compress(frames, gop_size=2))
+
+    x = pad_to_multiple(to_tensor(frames[0])[0], pipe.codec.alignment)
+    assert list(file.sections[0]) == [s[0] for s in pipe.codec.compress(x, 20)["strings"]]
+    assert pipe.image_pipeline().config.default_quality == 20
+    out = pipe.decompress(pipe.compress(frames, gop_size=2, quality=20), refine=False)
+    assert out.frame_types == ["I", "P", "I"]
+    with pytest.raises(ValueError, match="quality 20 only"):
+        pipe.compress(frames, quality=50)
 
 
 def test_frames_of_different_sizes_are_refused(video_pipe):

@@ -1,13 +1,20 @@
 """rdc-diffusers: perceptual image and video compression with a latent-conditioned residual diffusion decoder."""
 
-from .errors import RDCError, RDCFormatError, RDCModelMismatchError, UnsupportedImageError
+from .errors import (
+    RateTargetError,
+    RDCError,
+    RDCFormatError,
+    RDCModelMismatchError,
+    UnsupportedImageError,
+    UnsupportedVideoError,
+)
 from .models.codec import RDCCodec
 from .models.inter_codec import RDCInterCodec
 from .models.residual_unet import ResidualUNet
 from .pipelines.pipeline_rdc import RDCPipeline, RDCPipelineOutput
 from .pipelines.pipeline_rdc_video import RDCVideoPipeline, RDCVideoPipelineOutput
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "RDCCodec",
@@ -19,6 +26,8 @@ __all__ = [
     "RDCPipelineOutput",
     "RDCVideoPipeline",
     "RDCVideoPipelineOutput",
+    "RateTargetError",
     "ResidualUNet",
     "UnsupportedImageError",
+    "UnsupportedVideoError",
 ]

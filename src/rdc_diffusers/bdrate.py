@@ -18,12 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .results import merged_curves, number
+from .results import curves, merged_curves, number
 
 METRICS = {"psnr": 1.0, "lpips": -1.0, "ms_ssim": 1.0}
 """Metrics BD-rate is defined for here, with the sign that makes "higher is better" (LPIPS is negated)."""
 
-__all__ = ["METRICS", "bd_rate", "bd_rate_table"]
+__all__ = ["METRICS", "bd_rate", "bd_rate_table", "compare_to_baseline", "is_classical_curve", "metric_at_rate"]
 
 
 def _clean(points: Sequence[tuple[float, float]], sign: float) -> tuple[np.ndarray, np.ndarray]:
@@ -83,5 +83,71 @@ def bd_rate_table(results: Sequence[dict], metrics: Sequence[str] = ("psnr", "lp
                 row[f"bdrate_{metric}"] = bd_rate(
                     [(number(e.get("bpp")), number(e.get(metric))) for e in anchor],
                     [(number(e.get("bpp")), number(e.get(metric))) for e in test], metric)
+            rows.append(row)
+    return rows
+
+
+def metric_at_rate(curve: Sequence[tuple[float, float]], bpp: float) -> float:
+    """A curve's metric value at the rate ``bpp``, from its ``(bpp, value)`` points: linear in log-rate between the
+    two neighbouring points (the rate axis BD-rate uses). NaN outside the curve's rate range (never extrapolated)
+    or with fewer than two usable points."""
+    by_rate: dict[float, float] = {}
+    for rate, value in curve:
+        rate, value = float(rate), float(value)
+        if math.isfinite(rate) and rate > 0 and math.isfinite(value):
+            by_rate.setdefault(rate, value)
+    rates = sorted(by_rate)
+    if len(rates) < 2 or not (math.isfinite(bpp) and rates[0] <= bpp <= rates[-1]):
+        return math.nan
+    return float(np.interp(math.log(bpp), np.log(rates), [by_rate[r] for r in rates]))
+
+
+def is_classical_curve(entries: Sequence[dict]) -> bool:
+    """Whether a curve's summary entries are a classical codec's (they carry the ``target_bpp`` they were coded to)."""
+    return all("target_bpp" in e for e in entries)
+
+
+def compare_to_baseline(results: dict, baseline: dict, metrics: Sequence[str] = ("psnr", "lpips")) -> list[dict]:
+    """Each model curve of ``results`` against the baseline file's model curve of the same decode kind.
+
+    Curves pair by their last part (``rdc-bsds/fast`` with the baseline's ``*/fast``, ``*/refined`` with
+    ``*/refined``); classical codecs are left out. Per pair: the BD-rates (percent, test = ``results``, anchor =
+    ``baseline``; negative = fewer bits) and, for every baseline point, the test curve's value at that point's
+    rate (:func:`metric_at_rate`) and the difference, so "no rate gets worse" is checked point by point:
+    ``{"test", "anchor", "test_points", "anchor_points", "bdrate_<metric>", "points": [{"key", "bpp", "<metric>",
+    "test_<metric>", "delta_<metric>"}], "worse": [keys where a metric is worse], "uncovered": [keys outside the
+    test curve's rates]}``. LPIPS is worse when it is higher.
+    """
+    from .evaluation import group_name
+
+    def model_curves(result: dict) -> dict[str, list[dict]]:
+        return {name: entries for name, entries in curves(result).items() if not is_classical_curve(entries)}
+
+    rows = []
+    anchors = model_curves(baseline)
+    for test_name, test in model_curves(results).items():
+        for anchor_name, anchor in anchors.items():
+            if anchor_name.rsplit("/", 1)[-1] != test_name.rsplit("/", 1)[-1]:
+                continue
+            row: dict = {"test": test_name, "anchor": anchor_name, "test_points": len(test),
+                         "anchor_points": len(anchor)}
+            for metric in metrics:
+                row[f"bdrate_{metric}"] = bd_rate(
+                    [(number(e.get("bpp")), number(e.get(metric))) for e in anchor],
+                    [(number(e.get("bpp")), number(e.get(metric))) for e in test], metric)
+            row["points"], row["worse"], row["uncovered"] = [], [], []
+            for entry in anchor:
+                bpp = number(entry.get("bpp"))
+                point = {"key": group_name(entry), "bpp": bpp}
+                for metric in metrics:
+                    value = number(entry.get(metric))
+                    at_rate = metric_at_rate([(number(e.get("bpp")), number(e.get(metric))) for e in test], bpp)
+                    point |= {metric: value, f"test_{metric}": at_rate, f"delta_{metric}": at_rate - value}
+                deltas = [point[f"delta_{m}"] * METRICS[m] for m in metrics]
+                if any(math.isnan(d) for d in deltas):
+                    row["uncovered"].append(point["key"])
+                elif any(d < 0 for d in deltas):
+                    row["worse"].append(point["key"])
+                row["points"].append(point)
             rows.append(row)
     return rows

@@ -25,7 +25,12 @@ __all__ = [
 ]
 
 MAGIC = b"\x89RDC"  # the 0x89 high byte keeps text tools from taking the file for text, like PNG
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+RETIRED_VERSIONS = {
+    1: "version 1 files were written by the retired single-rate models rdc-bsds-q1, rdc-bsds-q3 and rdc-bsds-q5; "
+       "decode them with rdc-diffusers 0.1 (pip install 'rdc-diffusers<0.2')",
+}
+"""What to tell the holder of a file in a layout this reader no longer reads."""
 
 # Original PIL modes that can be recorded; the index is the byte written, so only ever append.
 MODES: tuple[str, ...] = (
@@ -36,11 +41,13 @@ MODES: tuple[str, ...] = (
 MODEL_ID_SIZE = 8
 MAX_NAME_BYTES = 255
 MAX_SECTIONS = 255
+QUALITY_SCALE = 100  # the quality is stored in hundredths
+MAX_QUALITY_STORED = 100 * QUALITY_SCALE
 
 # magic | version | flags | width | height | mode | model_id | name_len
 _PREFIX = struct.Struct(">4sBBHHB8sB")
-# seed | num_inference_steps | n_sections
-_MIDDLE = struct.Struct(">QHB")
+# seed | num_inference_steps | quality (hundredths) | n_sections
+_MIDDLE = struct.Struct(">QHHB")
 _U32 = struct.Struct(">I")
 # The smallest well-formed file: empty name, one empty section.
 MIN_FILE_SIZE = _PREFIX.size + _MIDDLE.size + _U32.size + _U32.size
@@ -57,6 +64,7 @@ class RDCHeader:
     model_name: str  # human-readable name of that model, utf-8, at most 255 bytes
     seed: int  # sampling seed for refinement, 0 <= seed < 2**64
     num_inference_steps: int  # default refinement steps, 0..65535
+    quality: float  # the codec's rate setting, 0..100 in steps of 0.01 (stored as u16 hundredths)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,12 @@ def encode_file(file: RDCFile) -> bytes:
         raise ValueError(f"model_name must be at most {MAX_NAME_BYTES} utf-8 bytes, got {len(name)}")
     seed = check_int("seed", h.seed, 0, 2**64 - 1)
     steps = check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
+    if isinstance(h.quality, bool) or not isinstance(h.quality, (int, float)):
+        raise TypeError(f"quality must be a number, got {type(h.quality).__name__}")
+    in_range = 0 <= h.quality <= MAX_QUALITY_STORED / QUALITY_SCALE  # also refuses NaN and infinities
+    quality = round(h.quality * QUALITY_SCALE) if in_range else -1
+    if not in_range or abs(quality - h.quality * QUALITY_SCALE) > 1e-6:
+        raise ValueError(f"quality must be in 0..100 in steps of 0.01, got {h.quality!r}")
     sections = [bytes(s) for s in file.sections]
     if not 1 <= len(sections) <= MAX_SECTIONS:
         raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS} sections, got {len(sections)}")
@@ -106,7 +120,7 @@ def encode_file(file: RDCFile) -> bytes:
         _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, width, height, MODES.index(h.mode), bytes(h.model_id), len(name))
     )
     body += name
-    body += _MIDDLE.pack(seed, steps, len(sections))
+    body += _MIDDLE.pack(seed, steps, quality, len(sections))
     return seal(body, sections)
 
 
@@ -128,7 +142,7 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     The CRC is checked before any field past the version is trusted, so corruption is reported
     as corruption rather than as whatever nonsense the flipped field happens to spell.
     """
-    body = verified_body(data, MAGIC, FORMAT_VERSION, MIN_FILE_SIZE, ".rdc")
+    body = verified_body(data, MAGIC, FORMAT_VERSION, MIN_FILE_SIZE, ".rdc", retired=RETIRED_VERSIONS)
 
     # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
     _, _, flags, width, height, mode_index, model_id, name_len = _PREFIX.unpack_from(body, 0)
@@ -146,8 +160,10 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     except UnicodeDecodeError:
         raise RDCFormatError("model name is not valid utf-8") from None
     pos += name_len
-    seed, steps, n_sections = _MIDDLE.unpack_from(body, pos)
+    seed, steps, quality, n_sections = _MIDDLE.unpack_from(body, pos)
     pos += _MIDDLE.size
+    if quality > MAX_QUALITY_STORED:
+        raise RDCFormatError(f"quality {quality / QUALITY_SCALE:g} is outside 0..100")
     if n_sections == 0:
         raise RDCFormatError("file has no sections")
     sections = read_sections(body, pos, n_sections)
@@ -160,12 +176,13 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
         model_name=model_name,
         seed=seed,
         num_inference_steps=steps,
+        quality=quality / QUALITY_SCALE,
     )
     return RDCFile(header=header, sections=sections)
 
 
 def verified_body(data: bytes | bytearray | memoryview, magic: bytes, version: int, minimum: int, kind: str,
-                  foreign_hint: str = "") -> bytes:
+                  foreign_hint: str = "", retired: dict[int, str] | None = None) -> bytes:
     """The checks both formats open with (type, magic, length, version, CRC); returns the bytes before the CRC.
 
     The version is checked before the CRC because a newer version may lay the file out differently.
@@ -183,6 +200,9 @@ def verified_body(data: bytes | bytearray | memoryview, magic: bytes, version: i
     if len(data) < minimum:
         raise RDCFormatError(f"truncated file: {len(data)} bytes, an {kind} file has at least {minimum}")
     found = data[len(magic)]
+    if found in (retired or {}):
+        raise RDCFormatError(f"format version {found} is no longer read by this reader (it reads {version}): "
+                             f"{retired[found]}")
     if found > version:
         raise RDCFormatError(f"written by a newer format version {found}; this reader supports {version}")
     if found != version:

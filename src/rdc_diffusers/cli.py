@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
+import re
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from .atomic_write import write_atomically
@@ -48,6 +51,53 @@ SEED = _int_in(0, 2**64 - 1)
 STEPS = _int_in(0, 0xFFFF)
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def parse_quality(text: str) -> float:
+    """argparse type: a quality in 0..100 (the pipeline rounds it to hundredths, as the file stores it)."""
+    value = _number(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in 0..100, got {text}")
+    return value
+
+
+def parse_bpp(text: str) -> float:
+    """argparse type: a positive bits-per-pixel target."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of bits per pixel, got {text}")
+    return value
+
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+"""``--size`` units, case-insensitive: SI prefixes are powers of 1000 (KB), binary ones powers of 1024 (KiB)."""
+
+
+def parse_size(text: str) -> int:
+    """argparse type: a file size such as ``20000``, ``20KB``, ``20kB``, ``1.5MB`` or ``20KiB`` -> whole bytes.
+
+    A fractional number of bytes is rounded down (the size is a budget: at most this many bytes).
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if unit not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: give bytes, or a number with a unit: B, KB, MB, GB (powers of 1000) or "
+            f"KiB, MiB, GiB (powers of 1024), e.g. 20KB, 1.5MB, 20KiB")
+    size = math.floor(Decimal(match.group(1)) * SIZE_UNITS[unit])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .pretrained import DEFAULT_MODEL
 
@@ -55,13 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     model_help = f"a folder, a Hugging Face Hub repo id, or a bundled model name (default: {DEFAULT_MODEL})"
-    compress = sub.add_parser("compress", help="image -> .rdc file (or a folder of images -> a folder of .rdc files)")
+    compress = sub.add_parser("compress", help="image -> .rdc file at a quality or a rate target (or a folder of "
+                                               "images -> a folder of .rdc files)")
     compress.add_argument("input", type=Path, help="an image, or a folder (then -o is a folder; data-parallel "
                                                   "under accelerate launch)")
     compress.add_argument("-o", "--output", type=Path, required=True)
     compress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     compress.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
     compress.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
+    rate = compress.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=parse_quality, default=None, metavar="Q",
+                      help="rate setting 0..100, in hundredths (higher: more bytes and fidelity; default: the "
+                           "model's default quality)")
+    rate.add_argument("--bpp", type=parse_bpp, default=None, metavar="B",
+                      help="rate control: the highest quality whose whole file is at most B bits per pixel")
+    rate.add_argument("--size", type=parse_size, default=None, metavar="S",
+                      help="rate control: the highest quality whose file is at most S bytes (per image), "
+                           "e.g. 20000, 20KB, 1.5MB, 20KiB (KB = 1000 bytes, KiB = 1024)")
     compress.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     decompress = sub.add_parser("decompress", help=".rdc file -> image")
@@ -84,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--max-frames", type=_int_in(1, 100_000), default=None, help="only the first N frames")
     video.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
     video.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
+    video.add_argument("--quality", type=parse_quality, default=None, metavar="Q",
+                       help="the model's video quality only (its P-frame codec has a single rate; default: that one)")
     video.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     unvideo = sub.add_parser("decompress-video", help=".rdcv file -> mp4 (and PNG frames)")
@@ -112,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--output", type=Path, default=Path("results.json"),
                           help="JSON result file; the CSV goes beside it (default: results.json)")
     evaluate.add_argument("--seed", type=SEED, default=0, help="sampling seed written into the files")
+    evaluate.add_argument("--qualities", type=parse_quality, nargs="+", default=None, metavar="Q",
+                          help="codec qualities 0..100, one rate point of the model's curve each (default: the "
+                               "model's default quality)")
     evaluate.add_argument("--no-fid", action="store_true", help="skip patch FID/KID (the slowest metric on a CPU)")
     evaluate.add_argument("--limit", type=_int_in(1, 2**31), default=None, help="only the first N images by name")
     evaluate.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -157,7 +222,57 @@ def load_pipeline(model: str, video: bool = False):
         raise CLIError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
 
 
+def rate_options(args: argparse.Namespace, width: int, height: int) -> dict:
+    """``compress()`` keyword arguments for the rate options: a quality, a target bpp, or neither (the default).
+
+    ``--size`` becomes this image's target bpp: ``8 · (bytes + ½) / pixels``, so that the pipeline's byte budget
+    ``floor(target_bpp · pixels / 8)`` gives the size back exactly (``8 · bytes / pixels`` alone can come back
+    one byte short after floating-point rounding, for sizes of megabytes).
+    """
+    if args.size is not None:
+        return {"target_bpp": 8 * (args.size + 0.5) / (width * height)}
+    if args.bpp is not None:
+        return {"target_bpp": args.bpp}
+    return {"quality": args.quality}
+
+
+def rate_target(args: argparse.Namespace) -> str | None:
+    """The rate target as the user gave it, for the report (None: a quality, no rate control)."""
+    if args.size is not None:
+        return f"<= {args.size} bytes"
+    if args.bpp is not None:
+        return f"<= {args.bpp:g} bpp"
+    return None
+
+
+def compress_image(pipe, image, args: argparse.Namespace) -> dict:
+    """One image -> ``.rdc`` bytes at the asked quality or rate, or the reason no quality meets the rate target.
+
+    Returns ``{"data", "quality", "width", "height"}``, the quality read back from the file's header, or
+    ``{"error", "width", "height"}`` with the [`RateTargetError`] message (it names the smallest size).
+    """
+    from .bitstream import decode_file
+    from .errors import RateTargetError
+
+    record = {"width": image.width, "height": image.height}
+    try:
+        data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps,
+                             **rate_options(args, image.width, image.height))
+    except RateTargetError as err:
+        return record | {"error": str(err)}
+    return record | {"data": data, "quality": decode_file(data).header.quality}
+
+
+def report_line(output: Path, record: dict, target: str | None) -> str:
+    """``OUT: N bytes, B bpp (WxH), quality Q`` (+ the rate target): what was written, as the header says."""
+    size, pixels = record["bytes"], record["width"] * record["height"]
+    line = (f"{output}: {size} bytes, {8 * size / pixels:.4f} bpp ({record['width']}x{record['height']}), "
+            f"quality {record['quality']:g}")
+    return line if target is None else f"{line} (rate control: {target})"
+
+
 def run_compress(args: argparse.Namespace) -> None:
+    from .errors import RateTargetError
     from .image_io import open_image
 
     if args.input.is_dir():
@@ -167,10 +282,12 @@ def run_compress(args: argparse.Namespace) -> None:
         raise CLIError(f"{args.input}: no such file")
     image = open_image(args.input)
     pipe = load_pipeline(args.model)
-    data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps)
+    record = compress_image(pipe, image, args)
+    if "error" in record:
+        raise RateTargetError(f"{args.input}: {record['error']}; nothing written")
+    data = record.pop("data")
     write_atomically(args.output, lambda p: p.write_bytes(data))
-    bpp = 8 * len(data) / (image.width * image.height)
-    print(f"{args.output}: {len(data)} bytes, {bpp:.4f} bpp ({image.width}x{image.height})")
+    print(report_line(args.output, record | {"bytes": len(data)}, rate_target(args)))
 
 
 def _list_images(folder: Path, limit: int | None = None) -> list[Path]:
@@ -185,7 +302,12 @@ def _list_images(folder: Path, limit: int | None = None) -> list[Path]:
 
 
 def run_compress_folder(args: argparse.Namespace) -> None:
-    """Every image of a folder -> ``OUTDIR/<stem>.rdc``; each process of ``accelerate launch`` takes a share."""
+    """Every image of a folder -> ``OUTDIR/<stem>.rdc``; each process of ``accelerate launch`` takes a share.
+
+    With a rate target every image gets its own search; an image that cannot meet it is reported and skipped
+    (nothing written for it), the others are written, and the command fails at the end.
+    """
+    from .errors import RateTargetError
     from .image_io import open_image
     from .parallel import map_shards, state
 
@@ -207,24 +329,35 @@ def run_compress_folder(args: argparse.Namespace) -> None:
     # or a fast process's new files would look like old ones to a slow one.
     current.wait_for_everyone()
 
-    def work(share: list[Path]) -> list[tuple[str, int, int, int]]:
+    def work(share: list[Path]) -> list[dict]:
         done = []
         for path in share:
-            image = open_image(path)
-            data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps)
-            target = args.output / f"{path.stem}.rdc"
-            write_atomically(target, lambda p, data=data: p.write_bytes(data))
-            done.append((target.name, len(data), image.width, image.height))
+            record = compress_image(pipe, open_image(path), args) | {"input": path}
+            if "data" in record:
+                data = record.pop("data")
+                write_atomically(args.output / f"{path.stem}.rdc", lambda p, data=data: p.write_bytes(data))
+                record["bytes"] = len(data)
+            done.append(record)
         return done
 
     done = map_shards(work, paths)
-    if current.is_main_process:
-        total_bytes = sum(n for _, n, _, _ in done)
-        total_pixels = sum(w * h for _, _, w, h in done)
-        for name, size, width, height in done:
-            print(f"{args.output / name}: {size} bytes, {8 * size / (width * height):.4f} bpp ({width}x{height})")
-        print(f"{len(done)} files, {total_bytes} bytes, {8 * total_bytes / total_pixels:.4f} bpp over all pixels "
-              f"({current.num_processes} process{'es' if current.num_processes > 1 else ''})")
+    if not current.is_main_process:
+        return
+    target = rate_target(args)
+    written = [r for r in done if "error" not in r]
+    for record in done:
+        if "error" in record:
+            print(f"rdc compress: error: {record['input']}: {record['error']}; nothing written", file=sys.stderr)
+        else:
+            print(report_line(args.output / f"{record['input'].stem}.rdc", record, target))
+    total_bytes = sum(r["bytes"] for r in written)
+    total_pixels = sum(r["width"] * r["height"] for r in written)
+    overall = f", {8 * total_bytes / total_pixels:.4f} bpp over all pixels" if written else ""
+    print(f"{len(written)} files, {total_bytes} bytes{overall} "
+          f"({current.num_processes} process{'es' if current.num_processes > 1 else ''})")
+    if len(written) < len(done):
+        raise RateTargetError(f"{len(done) - len(written)} of {len(done)} images cannot meet the rate target "
+                              f"({target}); nothing written for them")
 
 
 def run_eval(args: argparse.Namespace) -> None:
@@ -247,8 +380,8 @@ def run_eval(args: argparse.Namespace) -> None:
     decodes = {name: {"refine": False} if steps == 0 else {"num_inference_steps": steps}}
 
     def work(share: list[Path]) -> list[dict]:
-        return evaluate_pipeline(pipe, share, decodes=decodes, seed=args.seed, fid=not args.no_fid,
-                                 progress=current.is_main_process)
+        return evaluate_pipeline(pipe, share, decodes=decodes, quality=args.qualities, seed=args.seed,
+                                 fid=not args.no_fid, progress=current.is_main_process)
 
     records = map_shards(work, paths)
     if not current.is_main_process:
@@ -256,7 +389,7 @@ def run_eval(args: argparse.Namespace) -> None:
     summary = summarize(records, fid=not args.no_fid)
     info = machine_info(str(current.device)) | {
         "model": pipe.model_name, "model_arg": str(args.model), "data": str(args.folder), "images": len(paths),
-        "processes": current.num_processes}
+        "qualities": args.qualities or [pipe.config.default_quality], "processes": current.num_processes}
     json_file, csv_file = save_results(args.output, records, summary, info)
     for key, entry in summary.items():
         fid = "n/a" if entry.get("fid") is None or entry["fid"] != entry["fid"] else f"{entry['fid']:.2f}"
@@ -335,11 +468,18 @@ def run_compress_video(args: argparse.Namespace) -> None:
     clip = read_video(args.input, fps=args.fps, max_frames=args.max_frames)
     pipe = load_pipeline(args.model, video=True)
     pipe.set_progress_bar_config(disable=True)
-    data = pipe.compress(clip.frames, fps=clip.fps, gop_size=args.gop, seed=args.seed, num_inference_steps=args.steps)
+    try:
+        data = pipe.compress(clip.frames, fps=clip.fps, gop_size=args.gop, quality=args.quality, seed=args.seed,
+                             num_inference_steps=args.steps)
+    except ValueError as err:
+        if isinstance(err, RDCError):  # a bad clip: main reports it as such
+            raise
+        raise CLIError(str(err)) from err  # an option the model cannot honour (another quality)
     write_atomically(args.output, lambda p: p.write_bytes(data))
     width, height = clip.frames[0].size
     print(f"{args.output}: {len(clip.frames)} frames of {width}x{height} at {float(clip.fps):g} fps, "
-          f"{len(data)} bytes, {8 * len(data) / (width * height * len(clip.frames)):.4f} bpp (GOP {args.gop})")
+          f"{len(data)} bytes, {8 * len(data) / (width * height * len(clip.frames)):.4f} bpp (GOP {args.gop}, "
+          f"quality {pipe.quality:g})")
 
 
 def run_decompress_video(args: argparse.Namespace) -> None:
@@ -377,6 +517,7 @@ def run_info(args: argparse.Namespace) -> None:
     h = file.header
     print(f"file:        {args.input} ({len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp)")
     print(f"image:       {h.width}x{h.height}, original mode {h.mode}")
+    print(f"quality:     {h.quality:g}")
     print(f"model:       {h.model_name} (id {h.model_id.hex()})")
     print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps by default")
     print(f"sections:    {', '.join(str(len(s)) for s in file.sections)} bytes")

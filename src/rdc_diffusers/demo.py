@@ -1,5 +1,5 @@
-"""The Gradio demo (`rdc demo`, and the Hugging Face Space in examples/gradio_app): compress an image, compare the
-fast and refined decodes, download the ``.rdc`` file, or upload one to decode it.
+"""The Gradio demo (`rdc demo`, and the Hugging Face Space in examples/gradio_app): compress an image at a quality
+or a target bpp, compare the fast and refined decodes, download the ``.rdc`` file, or upload one to decode it.
 
 Everything the browser shows is decoded from the real bytes, exactly as `rdc decompress` would decode them.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 import tempfile
 import threading
@@ -19,7 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .errors import RDCError
+from .errors import RateTargetError, RDCError
 from .pretrained import DEFAULT_MODEL, bundled_models
 
 MAX_UPLOAD_MB = 20
@@ -51,7 +52,7 @@ def load_pipeline(name_or_path: str):
 
 
 def model_choices(models: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike] | None) -> dict[str, str]:
-    """Dropdown label -> what ``from_pretrained`` takes. Default: every bundled model (one per rate)."""
+    """Dropdown label -> what ``from_pretrained`` takes. Default: every bundled model."""
     if models is None:
         models = bundled_models()
     if not isinstance(models, Mapping):
@@ -83,6 +84,26 @@ def open_upload(path: str | os.PathLike, max_pixels: int) -> PIL.Image.Image:
         return open_image(path)
     except RDCError as err:
         raise _error(str(err)) from err
+
+
+def rate_options(quality, target_bpp) -> dict:
+    """``compress()`` keyword arguments: rate control when a target bpp is given, else the slider's quality.
+
+    Both come from the page or the API as they are; bad values become a readable message, not a traceback.
+    """
+    from .models.codec import check_quality
+
+    if target_bpp is not None and target_bpp != "":
+        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not math.isfinite(target_bpp) \
+                or target_bpp <= 0:
+            raise _error(f"The target bpp must be a positive number (or empty: use the quality), got {target_bpp!r}.")
+        return {"target_bpp": float(target_bpp)}
+    if quality is None:
+        return {}  # the model's default quality
+    try:
+        return {"quality": check_quality(quality)}
+    except (TypeError, ValueError) as err:
+        raise _error(f"The quality must be a number in 0..100, got {quality!r}.") from err
 
 
 def _error(message: str) -> Exception:
@@ -149,8 +170,10 @@ def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | Non
 
 def stats_table(stats: dict) -> str:
     """The numbers as a small Markdown table (what the page shows; the API also returns them as JSON)."""
+    target = "" if stats.get("target_bpp") is None else f" (target ≤ {stats['target_bpp']:g} bpp)"
     rows = [f"**{stats['model']}** · {stats['width']}×{stats['height']} · {stats['bytes']:,} bytes · "
-            f"**{stats['bpp']:.4f} bpp**", "", "| decode | PSNR dB | LPIPS | time s |", "|---|---|---|---|"]
+            f"**{stats['bpp']:.4f} bpp**{target} · quality **{stats['quality']:g}**", "",
+            "| decode | PSNR dB | LPIPS | time s |", "|---|---|---|---|"]
     if stats.get("encode_s") is not None:
         rows.append(f"| encode | | | {stats['encode_s']:.2f} |")
     for name in (FAST, REFINED):
@@ -180,8 +203,9 @@ def build_demo(
     """The demo as a ``gr.Blocks`` with its queue set up; ``launch()`` it (see :func:`launch_demo`).
 
     Args:
-        models: the rate dropdown, as ``{label: name or folder}`` or a list of names/folders (labelled by their
-            last path component). Default: all bundled models.
+        models: the model dropdown, as ``{label: name or folder}`` or a list of names/folders (labelled by their
+            last path component). Default: all bundled models. The rate is the quality slider (0..100) or,
+            when filled in, the target bpp (rate control: the highest quality whose file fits).
         max_pixels, max_upload_mb: limits on what users may upload, refused with a readable message.
         concurrency_limit: requests computed at once; the rest wait in the queue (CPU Spaces: keep 1).
     """
@@ -192,20 +216,26 @@ def build_demo(
     workdir = Path(tempfile.mkdtemp(prefix="rdc-demo-"))
     # progress=gr.Progress() below is how Gradio injects its progress tracker (hence the B008 exemptions).
 
-    def compress(image_path, model, scheduler, steps, seed, decode, progress=gr.Progress()):  # noqa: B008
-        """Compress an image, then decode the bytes fast and (optionally) refined."""
+    def compress(image_path, model, quality, target_bpp, scheduler, steps, seed, decode,
+                 progress=gr.Progress()):  # noqa: B008
+        """Compress an image at a quality (or the highest one within a target bpp), then decode the bytes fast
+        and (optionally) refined."""
         if not image_path:
             raise _error("Please upload an image first.")
+        rate = rate_options(quality, target_bpp)
         check_upload(image_path, max_upload_mb)
         image = open_upload(image_path, max_pixels)
         pipe = load_pipeline(choices[model])
         start = time.perf_counter()
-        data = pipe.compress(image, seed=int(seed), num_inference_steps=int(steps))
+        try:
+            data = pipe.compress(image, seed=int(seed), num_inference_steps=int(steps), **rate)
+        except RateTargetError as err:
+            raise _error(f"Cannot reach {target_bpp:g} bpp: {err}. Raise the target or leave it empty.") from err
         encode_s = time.perf_counter() - start
         rdc_path = Path(tempfile.mkdtemp(dir=workdir)) / f"{Path(image_path).stem}.rdc"  # the user's file name
         rdc_path.write_bytes(data)
         decoded = decode_both(pipe, data, decode, scheduler, int(steps), progress)
-        stats = _stats(model, data, decoded, scheduler, encode_s, image)
+        stats = _stats(model, data, decoded, scheduler, encode_s, image, rate.get("target_bpp"))
         return _results(image, decoded, stats, str(rdc_path))
 
     def decompress(rdc_path, model, scheduler, steps, decode, progress=gr.Progress()):  # noqa: B008
@@ -235,10 +265,16 @@ def build_demo(
             "# RDC — perceptual image compression with residual diffusion\n"
             "A learned codec writes real bytes; the **fast** decode is its fidelity decoder, the **refined** one "
             "adds detail sampled by a diffusion model (seeded from the file, so every decoder gets the same "
-            "pixels). Each rate is a separate model."
+            "pixels). One model covers every rate: pick a quality, or a target bpp and the demo finds the highest "
+            "quality whose file fits."
         )
         with gr.Row():
-            model = gr.Dropdown(list(choices), value=default_model, label="Rate (model)")
+            model = gr.Dropdown(list(choices), value=default_model, label="Model")
+            quality = gr.Slider(0, 100, value=_default_quality(choices[default_model]), step=0.01,
+                                label="Quality (0-100, stored in the file)")
+            target_bpp = gr.Number(None, step=0.01, label="Target bpp (optional: rate control, overrides the quality)",
+                                   placeholder="empty: use the quality")
+        with gr.Row():
             scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")
             steps = gr.Slider(0, MAX_STEPS, value=_default_steps(choices[default_model]), step=1,
                               label="Refinement steps (stored in the file)")
@@ -270,11 +306,12 @@ def build_demo(
             stats_json = gr.JSON(label="measurements")
 
         outputs = [original, fast, refined, slider, stats_md, stats_json, rdc_out]
-        run.click(compress, [image_in, model, scheduler, steps, seed, decode], outputs,
+        run.click(compress, [image_in, model, quality, target_bpp, scheduler, steps, seed, decode], outputs,
                   api_name="compress", concurrency_id="rdc")
         run_decode.click(decompress, [rdc_in, model, scheduler, file_steps, decode], outputs,
                          api_name="decompress", concurrency_id="rdc")
-        model.change(lambda m: _default_steps(choices[m]), model, steps, api_visibility="private")
+        model.change(lambda m: (_default_steps(choices[m]), _default_quality(choices[m])), model, [steps, quality],
+                     api_visibility="private")
     demo.queue(max_size=32, default_concurrency_limit=concurrency_limit)
     demo.max_upload_mb = max_upload_mb
     return demo
@@ -284,7 +321,12 @@ def _default_steps(name_or_path: str) -> int:
     return int(load_pipeline(name_or_path).config.default_num_inference_steps)
 
 
-def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: float | None, original) -> dict:
+def _default_quality(name_or_path: str) -> float:
+    return float(load_pipeline(name_or_path).config.default_quality)
+
+
+def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: float | None, original,
+           target_bpp: float | None = None) -> dict:
     header = decoded["header"]
     stats = {
         "model": model,
@@ -292,6 +334,8 @@ def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: flo
         "height": header.height,
         "bytes": len(data),
         "bpp": 8 * len(data) / (header.width * header.height),
+        "quality": header.quality,
+        "target_bpp": target_bpp,
         "seed": header.seed,
         "scheduler": scheduler,
         "steps": decoded["steps"],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["RDCError", "RDCFormatError", "RDCModelMismatchError", "UnsupportedImageError", "UnsupportedVideoError"]
+__all__ = [
+    "RDCError", "RDCFormatError", "RDCModelMismatchError", "RateTargetError", "UnsupportedImageError",
+    "UnsupportedVideoError",
+]
 
 
 class RDCError(Exception):
@@ -23,3 +26,7 @@ class UnsupportedImageError(RDCError, ValueError):
 
 class UnsupportedVideoError(RDCError, ValueError):
     """A video or frame folder this codec cannot read or write (missing, empty, undecodable, mixed sizes)."""
+
+
+class RateTargetError(RDCError, ValueError):
+    """A rate target (``target_bpp``, ``--bpp``, ``--size``) that no quality of the model can meet."""

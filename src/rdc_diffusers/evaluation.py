@@ -9,9 +9,14 @@ Follows the protocol of docs/METHOD.md:
 * **perception**: LPIPS (AlexNet, v0.1); an ``ImportError`` naming what to install when its packages are missing;
   patch FID and KID following HiFiC (:mod:`rdc_diffusers.metrics.fid`): each record carries its image's
   ``patches`` count and, privately, the InceptionV3 features of its original and decoded patches
-  (``_fid_real``/``_fid_fake``, never written to files); :func:`summarize` pools them per method/decode into
+  (``_fid_real``/``_fid_fake``, never written to files); :func:`summarize` pools them per group (rate point) into
   ``fid``, ``kid``, ``kid_std`` and the total ``patches``. FID/KID exist only per set, never per image;
-* **speed**: wall-clock seconds of one encode and of each decode; :func:`summarize` reports medians.
+* **speed**: wall-clock seconds of one encode and of each decode; :func:`summarize` reports medians;
+* **curves**: a variable-rate model is coded at several qualities (``evaluate_pipeline(..., quality=[...])``); each
+  quality and decode is one summary entry (:func:`group_name`: ``"rdc-bsds/fast@q25"``) and all qualities of one
+  decode are one curve (:func:`curve_name`: ``"rdc-bsds/fast"``). A classical codec is one entry per target rate and
+  one curve per codec. Result files of the retired single-rate models (``rdc-bsds-q1/fast`` ...) still group and
+  join as they did.
 
 Every metric is computed on the 8-bit image a user would save: the pipeline's decoded tensor is rounded to
 multiples of 1/255 first (exactly what ``output_type="pil"`` gives for RGB input), the classical codecs' output
@@ -34,6 +39,7 @@ import torch
 from PIL import Image, features
 from tqdm.auto import tqdm
 
+from .bitstream import decode_file
 from .image_io import open_image, to_tensor
 from .metrics.quality import lpips, ms_ssim, psnr
 
@@ -67,7 +73,8 @@ def _lpips(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _patch_features(reference: torch.Tensor, decoded: torch.Tensor) -> dict:
-    """``patches`` and the InceptionV3 features of both images' HiFiC patches."""
+    """``patches`` and the InceptionV3 features of both images' HiFiC patches (the extractor caches features by
+    content, so the original's are computed once for all its qualities and decodes)."""
     from .metrics.fid import count_hific_patches, hific_patches, inception_v3_features
 
     patches = count_hific_patches(*reference.shape[-2:])
@@ -96,19 +103,37 @@ def decode_name(scheduler: str | None, steps: int) -> str:
     return f"{short_names.get(scheduler, scheduler.lower())}-{steps}"
 
 
+def format_quality(quality: float) -> str:
+    """A model quality as written in summary keys and tables: ``25``, ``12.5``, ``33.33``."""
+    return f"{float(quality):g}"
+
+
+def is_model_point(record: dict) -> bool:
+    """A record or summary entry of a variable-rate model: it has a codec ``quality`` and no ``target_bpp``.
+
+    (Classical records carry ``quality`` too, Pillow's chosen one, but always with their ``target_bpp``; the
+    single-rate models of result files written before variable rates carry no ``quality``.)
+    """
+    return "target_bpp" not in record and _is_number(record.get("quality"))
+
+
 def curve_name(record: dict) -> str:
     """Which rate-distortion curve a record or summary entry belongs to (for BD-rates and plots).
 
-    A classical codec (a record with ``target_bpp``) is one curve per codec (``"jpeg"``). A model is one
-    curve per model family and decode: a trailing ``-q<N>`` (the rate point) is dropped from the model name, so
-    ``rdc-bsds-q1/fast``, ``rdc-bsds-q3/fast`` and ``rdc-bsds-q5/fast`` form the curve ``rdc-bsds/fast``.
-    An explicit ``curve`` field wins.
+    * A classical codec (a record with ``target_bpp``) is one curve per codec (``"jpeg"``).
+    * A variable-rate model is one curve per model and decode, whatever the quality: every quality of
+      ``rdc-bsds`` decoded ``fast`` is on ``rdc-bsds/fast``.
+    * A single-rate model of older result files (no ``quality``) is one curve per model family and decode: a
+      trailing ``-q<N>`` (the rate point) is dropped from the model name, so ``rdc-bsds-q1/fast``,
+      ``rdc-bsds-q3/fast`` and ``rdc-bsds-q5/fast`` form the curve ``rdc-bsds/fast``.
+
+    An explicit ``curve`` field wins (benchmarks/run.py names its refined curves ``<model>/refined``).
     """
     if record.get("curve"):
         return str(record["curve"])
     if "target_bpp" in record:
         return str(record["method"])
-    family = re.sub(r"-q\d+$", "", str(record["method"]))
+    family = str(record["method"]) if is_model_point(record) else re.sub(r"-q\d+$", "", str(record["method"]))
     return f"{family}/{record['decode']}" if record.get("decode") else family
 
 
@@ -122,13 +147,14 @@ def evaluate_pipeline(
     paths: Iterable[str | Path],
     *,
     decodes: dict[str, dict],
+    quality: float | Sequence[float] | None = None,
     method: str | None = None,
     seed: int = 0,
     fid: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Compress each image once, decode the bytes once per named decode config, and score each decode.
+    """Compress each image once per quality, decode the bytes once per named decode config, and score each decode.
 
     Args:
         pipe: an :class:`~rdc_diffusers.RDCPipeline` (its scheduler is used as it is; swap it between calls to
@@ -136,22 +162,34 @@ def evaluate_pipeline(
         paths: image files.
         decodes: ``{name: keyword arguments of pipe.decompress}``, e.g.
             ``{"fast": {"refine": False}, "ddim-2": {"num_inference_steps": 2}}``.
+        quality: the codec quality (0..100) to code at, or several (one rate point each, the points of one curve);
+            default: the model's ``default_quality``.
         method: the ``method`` field of the records (default: ``pipe.model_name``).
         seed: the seed written into the files (the refinement noise).
         fid: extract the patch features FID/KID are computed from (the slowest metric on a CPU).
         progress: show a tqdm progress bar over the images.
-        log: called with a one-line progress message per image and decode (e.g. ``print``).
+        log: called with a one-line progress message per image, quality and decode (e.g. ``print``).
 
     Returns:
-        One record per image and decode: ``image, method, decode, scheduler, steps, width, height, bytes,
-        bpp, psnr, ms_ssim, lpips, patches, encode_s, decode_s`` (+ the private features, see the module doc).
-        ``steps`` is 0 for an unrefined decode and
-        ``scheduler`` then ``None``; ``encode_s`` is the same single encode for every decode of an image.
+        One record per image, quality and decode (in that nesting): ``image, method, decode, quality, scheduler,
+        steps, width, height, bytes, bpp, psnr, ms_ssim, lpips, patches, encode_s, decode_s`` (+ the private
+        features, see the module doc). ``quality`` is the one the file's header stores (rounded to hundredths);
+        ``steps`` is 0 for an unrefined decode and ``scheduler`` then ``None``; ``encode_s`` is the same single
+        encode for every decode of an image at one quality. :func:`group_name` keys them
+        ``"<method>/<decode>@q<quality>"`` and :func:`curve_name` puts all qualities of one decode on one curve.
     """
     for name, kwargs in decodes.items():
         bad = [k for k in _RESERVED_DECODE_KEYS if k in kwargs]
         if bad:
             raise ValueError(f"decode {name!r}: {', '.join(bad)} is set by evaluate_pipeline, leave it out")
+    if quality is None:
+        qualities = [pipe.config.default_quality]
+    elif isinstance(quality, (int, float)):
+        qualities = [quality]
+    else:
+        qualities = list(quality)
+        if not qualities:
+            raise ValueError("quality: give at least one quality (or None for the model's default)")
     method = pipe.model_name if method is None else method
     default_steps = pipe.config.default_num_inference_steps
     check_metrics(fid)
@@ -160,33 +198,36 @@ def evaluate_pipeline(
         image = open_image(path)
         reference, _ = to_tensor(image)
         height, width = reference.shape[-2:]
-        start = time.perf_counter()
-        data = pipe.compress(image, seed=seed)
-        encode_s = time.perf_counter() - start
-        for name, kwargs in decodes.items():
+        for wanted in qualities:
             start = time.perf_counter()
-            decoded = pipe.decompress(data, output_type="pt", **kwargs).images
-            decode_s = time.perf_counter() - start
-            refined = kwargs.get("refine", True)
-            steps = kwargs.get("num_inference_steps")
-            steps = (default_steps if steps is None else steps) if refined else 0
-            record = {
-                "image": path.name,
-                "method": method,
-                "decode": name,
-                "scheduler": type(pipe.scheduler).__name__ if steps > 0 else None,
-                "steps": steps,
-                "width": width,
-                "height": height,
-                "bytes": len(data),
-                "bpp": 8 * len(data) / (width * height),
-                **_scores(reference, decoded, fid),
-                "encode_s": encode_s,
-                "decode_s": decode_s,
-            }
-            records.append(record)
-            _say(log, f"{method}/{name} {path.name}: {record['bpp']:.4f} bpp, {record['psnr']:.2f} dB, "
-                      f"LPIPS {record['lpips']:.4f}, decode {decode_s:.2f} s")
+            data = pipe.compress(image, quality=wanted, seed=seed)
+            encode_s = time.perf_counter() - start
+            stored = decode_file(data).header.quality
+            for name, kwargs in decodes.items():
+                start = time.perf_counter()
+                decoded = pipe.decompress(data, output_type="pt", **kwargs).images
+                decode_s = time.perf_counter() - start
+                refined = kwargs.get("refine", True)
+                steps = kwargs.get("num_inference_steps")
+                steps = (default_steps if steps is None else steps) if refined else 0
+                record = {
+                    "image": path.name,
+                    "method": method,
+                    "decode": name,
+                    "quality": stored,
+                    "scheduler": type(pipe.scheduler).__name__ if steps > 0 else None,
+                    "steps": steps,
+                    "width": width,
+                    "height": height,
+                    "bytes": len(data),
+                    "bpp": 8 * len(data) / (width * height),
+                    **_scores(reference, decoded, fid),
+                    "encode_s": encode_s,
+                    "decode_s": decode_s,
+                }
+                records.append(record)
+                _say(log, f"{method}/{name}@q{format_quality(stored)} {path.name}: {record['bpp']:.4f} bpp, "
+                          f"{record['psnr']:.2f} dB, LPIPS {record['lpips']:.4f}, decode {decode_s:.2f} s")
     return records
 
 
@@ -297,9 +338,14 @@ def evaluate_classical(
 
 
 def group_name(record: dict) -> str:
-    """The key :func:`summarize` groups by: ``"method/decode"``, or ``"method"`` when there is no decode."""
+    """The key :func:`summarize` groups by, one rate point of one curve.
+
+    ``"method/decode"`` (``"rdc-bsds-q3/fast"``, ``"jpeg/<=0.2500bpp"``), or ``"method"`` when there is no decode;
+    a variable-rate model's point adds its quality: ``"rdc-bsds/fast@q25"``.
+    """
     decode = record.get("decode")
-    return f"{record['method']}/{decode}" if decode else str(record["method"])
+    key = f"{record['method']}/{decode}" if decode else str(record["method"])
+    return f"{key}@q{format_quality(record['quality'])}" if is_model_point(record) else key
 
 
 def _is_number(value) -> bool:
@@ -307,7 +353,8 @@ def _is_number(value) -> bool:
 
 
 def summarize(records: Sequence[dict], *, fid: bool = True) -> dict[str, dict]:
-    """Per group (:func:`group_name`, in order of first appearance): the mean of every numeric field.
+    """Per group (:func:`group_name`: one decode of one model at one quality, or one classical codec at one target
+    rate; in order of first appearance): the mean of every numeric field.
 
     Each group's entry has ``method``, ``decode``, ``curve`` (:func:`curve_name`), ``count`` (the number of
     records, i.e. images), the mean of every numeric field (bools and strings are skipped; a string field equal

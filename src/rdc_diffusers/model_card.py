@@ -30,23 +30,47 @@ def load_summaries(paths: Iterable[str | Path]) -> list[dict]:
     return entries
 
 
-def select_results(entries: list[dict], name: str, scheduler: str, steps: int) -> tuple[dict, dict]:
-    """The fast decode and the model's default refined decode (its scheduler, its stored step count).
+def select_results(entries: list[dict], name: str, scheduler: str, steps: int,
+                   default_quality: float | None = None) -> list[dict]:
+    """The rate points of model ``name``: per quality, the fast decode and the default refined decode (its
+    scheduler, its stored step count), as ``[{"quality", "fast", "refined"}]`` sorted by quality.
 
-    Raises ``MissingResultsError`` naming what is missing, so a card cannot silently lose its numbers.
+    A variable-rate model's entries carry their ``quality``; an entry without one (a single-rate model) is one
+    point with ``quality`` None. With ``default_quality``, that quality must be among the points (the card's
+    headline and its model-index). Raises ``MissingResultsError`` naming what is missing or measured twice, so a
+    card cannot silently lose its numbers.
     """
     mine = [e for e in entries if e.get("method") == name]
     if not mine:
         raise MissingResultsError(f"no benchmark results for {name!r} (no summary entry with method == {name!r})")
-    fast = [e for e in mine if e.get("decode") == "fast"]
-    refined = [e for e in mine if e.get("scheduler") == scheduler and e.get("steps") == steps]
-    if not fast or not refined:
-        what = "fast" if not fast else f"refined ({scheduler}, {steps} steps)"
-        raise MissingResultsError(f"no {what} benchmark results for {name!r}; have: {[e['_key'] for e in mine]}")
-    if len(fast) > 1 or len(refined) > 1:
-        found = [e["_file"] + ":" + e["_key"] for e in fast + refined]
-        raise MissingResultsError(f"ambiguous benchmark results for {name!r}: {found}")
-    return fast[0], refined[0]
+    keys = [e["_key"] for e in mine]
+    points: dict = {}
+    for entry in mine:
+        kind = "fast" if entry.get("decode") == "fast" else \
+            "refined" if entry.get("scheduler") == scheduler and entry.get("steps") == steps else None
+        if kind is None:
+            continue
+        point = points.setdefault(entry.get("quality"), {"quality": entry.get("quality")})
+        if kind in point:
+            found = [point[kind]["_file"] + ":" + point[kind]["_key"], entry["_file"] + ":" + entry["_key"]]
+            raise MissingResultsError(f"ambiguous benchmark results for {name!r}: {found}")
+        point[kind] = entry
+    for point in points.values():
+        if "fast" not in point or "refined" not in point:
+            what = "fast" if "fast" not in point else f"refined ({scheduler}, {steps} steps)"
+            at = "" if point["quality"] is None else f" at quality {point['quality']:g}"
+            raise MissingResultsError(f"no {what} benchmark results for {name!r}{at}; have: {keys}")
+    if not points:
+        raise MissingResultsError(f"no fast benchmark results for {name!r}; have: {keys}")
+    if default_quality is not None and default_quality not in points and None not in points:
+        raise MissingResultsError(f"no benchmark results for {name!r} at its default quality {default_quality:g}; "
+                                  f"have qualities {sorted(q for q in points if q is not None)}")
+    return sorted(points.values(), key=lambda p: -1.0 if p["quality"] is None else p["quality"])
+
+
+def headline(points: list[dict], default_quality: float | None) -> dict:
+    """The point at the default quality (else the first: the only point of a single-rate model)."""
+    return next((p for p in points if p["quality"] == default_quality), points[0])
 
 
 def training_budget(training_dir: str | Path) -> dict:
@@ -70,13 +94,14 @@ def training_budget(training_dir: str | Path) -> dict:
     return budget
 
 
-def eval_results(entries: list[tuple[str, dict]]) -> list:
+def eval_results(entries: list[tuple[str, dict]], dataset: str = "Kodak", quality: float | None = None) -> list:
     """One huggingface_hub ``EvalResult`` per (decode, metric): what the Hub reads as the card's model-index."""
     from huggingface_hub import EvalResult
 
+    at = "" if quality is None else f" at quality {quality:g}"
     return [
-        EvalResult(task_type="image-to-image", task_name=f"Image compression, {decode} decode",
-                   dataset_type="kodak", dataset_name=f"Kodak ({entry.get('count', '?')} images)",
+        EvalResult(task_type="image-to-image", task_name=f"Image compression{at}, {decode} decode",
+                   dataset_type=dataset.lower(), dataset_name=f"{dataset} ({entry.get('count', '?')} images)",
                    metric_type=kind, metric_name=f"{label}, {decode}", metric_value=round(float(entry[key]), 4))
         for decode, entry in entries
         for key, kind, label in METRICS + OPTIONAL_METRICS
@@ -84,23 +109,39 @@ def eval_results(entries: list[tuple[str, dict]]) -> list:
     ]
 
 
+def _metric(entry: dict, key: str, digits: int) -> str:
+    value = entry.get(key)
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
 def render_card(
     name: str,
     *,
     config: dict,
     scheduler: str,
-    results: tuple[dict, dict] | None = None,
+    results: list[dict] | None = None,
     results_info: dict | None = None,
     training: dict | None = None,
     repo_id: str | None = None,
+    video_quality: float | None = None,
 ) -> str:
-    """The card as Markdown. ``results`` = (fast, refined) summary entries; ``training`` = :func:`training_budget`."""
+    """The card as Markdown.
+
+    ``config``: the pipeline's (``model_index.json``: ``default_num_inference_steps``, ``default_quality``);
+    ``results``: the rate points of :func:`select_results`; ``results_info``: the result file's ``info``;
+    ``training``: :func:`training_budget`; ``video_quality``: the quality of the model's P-frame codec
+    (``inter_codec/config.json``), when it has one.
+    """
     steps = int(config.get("default_num_inference_steps", 1))
+    default_quality = config.get("default_quality")
     hub_id = repo_id or f"<your-org>/{name}"  # DiffusionPipeline needs a Hub id or a folder, not a bundled name
     repo_id = repo_id or name
+    info = results_info or {}
+    dataset = Path(info["data"]).name.capitalize() if info.get("data") else "Kodak"
     from huggingface_hub import ModelCardData
 
     refined_label = f"refined ({scheduler}, {steps} step{'s' * (steps != 1)})"
+    top = headline(results, default_quality) if results else None
     data = ModelCardData(
         license="apache-2.0",
         library_name="diffusers",
@@ -108,7 +149,8 @@ def render_card(
         tags=TAGS,
         datasets=["bsds500"],
         model_name=name,
-        eval_results=eval_results([("fast", results[0]), (refined_label, results[1])]) if results else None,
+        eval_results=eval_results([("fast", top["fast"]), (refined_label, top["refined"])], dataset,
+                                  top["quality"]) if top else None,
     )
     lines = ["---", data.to_yaml(), "---", "", f"# {name}", ""]
     lines += [
@@ -118,29 +160,46 @@ def render_card(
         f"step{'' if steps == 1 else 's'}, seeded from the file so every decoder gets the same pixels).",
         "",
     ]
-    if training and "inter" in training:
+    if default_quality is not None:
         lines += [
-            "The folder also holds `inter_codec/`, the P-frame codec that makes this model a video codec too: "
+            "One model for every rate: the rate is a `quality` from 0 (fewest bits) to 100 (most), in steps of 0.01, "
+            f"stored in the file (default {default_quality:g}); or give a target size in bits per pixel and the "
+            "encoder picks the highest quality that fits (`target_bpp`, a few encodes of the latent).",
+            "",
+        ]
+    if video_quality is not None or (training and "inter" in training):
+        at = f", at quality {video_quality:g} (its P-frame codec has one rate)" if video_quality is not None else ""
+        lines += [
+            "The folder also holds `inter_codec/`, the P-frame codec that makes this model a video codec too"
+            f"{at}: "
             f'`RDCVideoPipeline.from_pretrained("{repo_id}")` or `rdc compress-video`. See docs/video.md and '
             "benchmarks/results/video/video.md of rdc-diffusers for its design and measurements.",
             "",
         ]
-    lines += [
-        "## Results (Kodak, 24 images)",
-        "",
-    ]
-    if results is None:
-        lines += ["Not benchmarked: run `python benchmarks/run.py --model <folder>` to measure this model.", ""]
+    count = top["fast"].get("count", "?") if top else None
+    lines += [f"## Results ({dataset}, {count} images)" if top else "## Results", ""]
+    if not results:
+        lines += ["Not benchmarked: run `python benchmarks/run.py --models <folder>` to measure this model.", ""]
     else:
-        lines += ["| decode | bpp | PSNR dB | MS-SSIM | LPIPS | median decode s |", "|---|---|---|---|---|---|"]
-        for label, e in (("fast (x_init)", results[0]), (refined_label, results[1])):
-            lines.append(f"| {label} | {e['bpp']:.3f} | {e['psnr']:.2f} | {e['ms_ssim']:.3f} | {e['lpips']:.3f} | "
-                         f"{e.get('median_decode_s', float('nan')):.2f} |")
-        source = (results_info or {}).get("command")
+        lines += [f"| quality | bpp | fast (x_init): PSNR dB / MS-SSIM / LPIPS | {refined_label}: PSNR dB / MS-SSIM / "
+                  "LPIPS |", "|---|---|---|---|"]
+        for point in results:
+            quality = "–" if point["quality"] is None else f"{point['quality']:g}"
+            if point is top and default_quality is not None:
+                quality = f"**{quality} (default)**"
+            fast, refined = point["fast"], point["refined"]
+            lines.append(f"| {quality} | {_metric(fast, 'bpp', 3)} | {_metric(fast, 'psnr', 2)} / "
+                         f"{_metric(fast, 'ms_ssim', 3)} / {_metric(fast, 'lpips', 3)} | "
+                         f"{_metric(refined, 'psnr', 2)} / {_metric(refined, 'ms_ssim', 3)} / "
+                         f"{_metric(refined, 'lpips', 3)} |")
+        at = "" if top["quality"] is None else f" at quality {top['quality']:g}"
+        lines += ["", f"Median decode time{at}: fast {_metric(top['fast'], 'median_decode_s', 2)} s, refined "
+                  f"{_metric(top['refined'], 'median_decode_s', 2)} s; encode "
+                  f"{_metric(top['fast'], 'median_encode_s', 2)} s."]
+        source = info.get("command")
         lines += ["", f"Measured by `{source}`" if source else "Measured by benchmarks/run.py",
-                  f"on {(results_info or {}).get('processor', 'a CPU')} with "
-                  f"{(results_info or {}).get('torch_threads', '?')} torch threads (device: "
-                  f"{(results_info or {}).get('device', 'cpu')}). bpp counts the whole file.", ""]
+                  f"on {info.get('processor', 'a CPU')} with {info.get('torch_threads', '?')} torch threads (device: "
+                  f"{info.get('device', 'cpu')}). bpp counts the whole file; means over images.", ""]
     lines += [
         "## Intended use",
         "",
@@ -156,6 +215,13 @@ def render_card(
         "",
         f'pipe = RDCPipeline.from_pretrained("{repo_id}")',
         'data = pipe.compress(Image.open("photo.png"))   # bytes; bpp = 8 * len(data) / pixels',
+    ]
+    if default_quality is not None:
+        lines += [
+            'smaller = pipe.compress(Image.open("photo.png"), quality=20)        # any quality in [0, 100]',
+            'fitted = pipe.compress(Image.open("photo.png"), target_bpp=0.3)     # at most 0.3 bpp',
+        ]
+    lines += [
         "fast = pipe.decompress(data, refine=False).images[0]",
         "refined = pipe.decompress(data).images[0]",
         "```",
@@ -169,7 +235,8 @@ def render_card(
         f'pipe = DiffusionPipeline.from_pretrained("{hub_id}", custom_pipeline="pipeline", trust_remote_code=True)',
         "```",
         "",
-        "On the command line: `rdc compress photo.png -o photo.rdc --model " + repo_id + "`.",
+        "On the command line: `rdc compress photo.png -o photo.rdc --model " + repo_id
+        + (" --quality 20`." if default_quality is not None else "`."),
         "",
         "## Training data and budget",
         "",
@@ -180,21 +247,7 @@ def render_card(
     if training:
         lines += ["| stage | minutes | iterations | settings |", "|---|---|---|---|"]
         for run, t in training.items():
-            a = t["args"]
-            stage = a.get("stage", run.split("-")[0])
-            if stage in ("codec", "inter"):
-                settings = (f"N={a.get('N')}, M={a.get('M')}, λ={a.get('lmbda')}, crops {a.get('crop_size')}, "
-                            f"batch {a.get('batch_size')}, lr {a.get('lr')}→{a.get('final_lr')}")
-                if stage == "inter":
-                    settings = f"video P-frame codec, {a.get('frames')}-frame synthetic clips, " + settings
-            else:
-                settings = (f"UNet {a.get('block_out_channels')}, {a.get('prediction_type')}-prediction, "
-                            f"ρ={a.get('rho')} LPIPS, crops {a.get('crop_size')}, batch {a.get('batch_size')}, "
-                            f"lr {a.get('lr')}→{a.get('final_lr')}, EMA {a.get('ema_decay')}")
-            if a.get("init"):
-                start = Path(a["init"]).parent.name
-                settings += f", warm start from {'the earlier run above' if start == name else start}"
-            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {settings} |")
+            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {_settings(run, t['args'], name)} |")
         total = sum(t["minutes"] for t in training.values())
         starts = {Path(t["args"]["init"]).parent.name for t in training.values() if t["args"].get("init")}
         warm = sorted(starts - {name})
@@ -208,10 +261,34 @@ def render_card(
         "",
         "- Briefly trained on a CPU: the codec is below WebP and AVIF in PSNR at the same rate, and more "
         "refinement steps make this small refiner worse, which is why the default is few steps.",
-        "- One model per rate; the refined decode invents plausible texture that is not in the original.",
+        "- The refined decode invents plausible texture that is not in the original.",
         "- Decoding must use the same codec weights (files carry a fingerprint) and is only guaranteed on the "
         "same kind of hardware as encoding (compressai recomputes the entropy-coder indexes in floating point).",
         "- Alpha is not stored; grayscale is coded as RGB.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _settings(run: str, a: dict, name: str) -> str:
+    """One training run's settings, from its saved arguments."""
+    stage = a.get("stage", run.split("-")[0])
+    if stage in ("codec", "inter"):
+        if stage == "codec" and a.get("lmbda_min") is not None:  # the variable-rate codec
+            rate = (f"variable rate: λ {a['lmbda_min']}–{a.get('lmbda_max')} over quality 0–100, "
+                    f"{a.get('gain_levels')} gain levels")
+        else:
+            rate = f"λ={a.get('lmbda')}"
+        settings = (f"N={a.get('N')}, M={a.get('M')}, {rate}, crops {a.get('crop_size')}, "
+                    f"batch {a.get('batch_size')}, lr {a.get('lr')}→{a.get('final_lr')}")
+        if stage == "inter":
+            at = f", I-frames at quality {a['quality']:g}" if isinstance(a.get("quality"), (int, float)) else ""
+            settings = f"video P-frame codec, {a.get('frames')}-frame synthetic clips{at}, " + settings
+    else:
+        settings = (f"UNet {a.get('block_out_channels')}, {a.get('prediction_type')}-prediction, "
+                    f"ρ={a.get('rho')} LPIPS, crops {a.get('crop_size')}, batch {a.get('batch_size')}, "
+                    f"lr {a.get('lr')}→{a.get('final_lr')}, EMA {a.get('ema_decay')}")
+    if a.get("init"):
+        start = Path(a["init"]).parent.name
+        settings += f", warm start from {'the earlier run above' if start == name else start}"
+    return settings

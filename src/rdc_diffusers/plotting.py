@@ -13,6 +13,13 @@ PLOTS = {"psnr": "PSNR (dB, higher is better)", "lpips": "LPIPS AlexNet (lower i
 __all__ = ["PLOTS", "plot_files", "plot_rd"]
 
 
+def _quality_label(entry: dict) -> str:
+    """``"q25"`` for a point of a variable-rate model, ``""`` otherwise (classical codecs, single-rate models)."""
+    from .evaluation import format_quality, is_model_point
+
+    return f"q{format_quality(entry['quality'])}" if is_model_point(entry) else ""
+
+
 def plot_files(out_dir: str | Path, metrics: Sequence[str] = tuple(PLOTS)) -> list[Path]:
     """The PNG paths :func:`plot_rd` writes into ``out_dir`` (so a caller can check for existing files first)."""
     return [Path(out_dir) / f"rd_{metric}.png" for metric in metrics]
@@ -23,7 +30,7 @@ def plot_rd(results: Sequence[dict], out_dir: str | Path, metrics: Sequence[str]
     """Write ``rd_psnr.png`` and ``rd_lpips.png`` (bpp on x) into ``out_dir``; returns the paths.
 
     ``results`` are loaded result files, their curves joined across files as :func:`merged_curves` does. A curve
-    with one point is drawn as a marker.
+    with one point is drawn as a marker; the points of a variable-rate model are labelled with their quality.
     """
     try:
         import matplotlib
@@ -42,12 +49,16 @@ def plot_rd(results: Sequence[dict], out_dir: str | Path, metrics: Sequence[str]
     for metric, path in zip(metrics, plot_files(out_dir, metrics), strict=True):
         fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
         for name, entries in found.items():
-            points = [(number(e.get("bpp")), number(e.get(metric))) for e in entries]
-            points = [(x, y) for x, y in points if x == x and y == y]  # drop NaN
+            points = [(number(e.get("bpp")), number(e.get(metric)), _quality_label(e)) for e in entries]
+            points = [(x, y, q) for x, y, q in points if x == x and y == y]  # drop NaN
             if not points:
                 continue
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", linestyle="-" if len(points) > 1 else "none", label=name)
+            xs, ys, _ = zip(*points, strict=True)
+            (line,) = ax.plot(xs, ys, marker="o", linestyle="-" if len(points) > 1 else "none", label=name)
+            for x, y, label in points:
+                if label:
+                    ax.annotate(label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                                color=line.get_color())
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(PLOTS[metric])
         ax.grid(True, alpha=0.3)

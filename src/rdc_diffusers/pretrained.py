@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-DEFAULT_MODEL = "rdc-bsds-q3"
+DEFAULT_MODEL = "rdc-bsds"
 """The model the README's command and `rdc` use when none is named."""
 
 

@@ -4,13 +4,16 @@ One JSON file (strict JSON: NaN is ``null``, infinities are the strings ``"inf"`
 
     {
       "info":    {"date", "command", "device", "torch", ...},            # how and where it was made
-      "summary": {"<method>/<decode>": {"method", "decode", "curve", "count", "bpp", "psnr", "ms_ssim",
-                                        "lpips", "fid", "kid", "kid_std", "patches", "encode_s", "decode_s",
-                                        "median_encode_s", "median_decode_s", ...}},   # means over images
-      "records": [{"image", "method", "decode", "bpp", "psnr", ..., "patches", ...}]  # one per image and decode
+      "summary": {"<method>/<decode>[@q<quality>]": {
+                     "method", "decode", "quality", "curve", "count", "bpp", "psnr", "ms_ssim", "lpips", "fid",
+                     "kid", "kid_std", "patches", "encode_s", "decode_s", "median_encode_s", "median_decode_s", ...
+                  }},                                                            # means over images
+      "records": [{"image", "method", "decode", "quality", "bpp", "psnr", ..., "patches", ...}]  # per image, point
     }
 
-The CSV has one row per record, then one row per summary entry with ``image`` = ``"mean"``.
+The CSV has one row per record, then one row per summary entry with ``image`` = ``"mean"``. Summary keys are
+:func:`rdc_diffusers.evaluation.group_name` (a variable-rate model's point carries its quality: ``rdc-bsds/fast@q25``),
+``curve`` is :func:`rdc_diffusers.evaluation.curve_name`; benchmarks/run.py documents every field.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import os
 import platform
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from .errors import RDCError
 
 __all__ = ["ResultsFileError", "curves", "json_safe", "load_results", "machine_info", "merged_curves", "number",
-           "public_record", "save_results"]
+           "on_images", "public_record", "save_results"]
 
 
 class ResultsFileError(RDCError, ValueError):
@@ -76,10 +79,13 @@ def curves(results: dict) -> dict[str, list[dict]]:
 def merged_curves(results: Sequence[dict]) -> dict[str, list[dict]]:
     """The curves of several result files, for plots and BD-rates across files.
 
-    Points of one curve from different files join: ``rdc eval`` writes one file per model, so the files of
-    ``rdc-bsds-q1``, ``-q3`` and ``-q5`` make one three-point curve. A curve measured more than once (the same
-    ``method/decode`` in two files, e.g. two runs of one benchmark) is kept apart, one curve per file, named
-    ``"<curve> [<file number>]"``.
+    Single points of one curve from different files join: ``rdc eval`` at one quality per run (or, before
+    variable rates, once per single-rate model: ``rdc-bsds-q1``, ``-q3`` and ``-q5``) writes one point per file,
+    and those files make one curve. A file that holds two or more points of a curve holds that curve as it was
+    measured, so it is never mixed with points of other files; nor is a point measured twice (the same
+    ``group_name`` in two files). Such a curve is kept apart, one curve per file, named ``"<curve> [<file number>]"``:
+    two benchmark runs, e.g. today's variable-rate ``rdc-bsds/fast`` and the baseline's ``rdc-bsds/fast`` of the
+    retired q1/q3/q5 models, are two curves ``rdc-bsds/fast [1]`` and ``rdc-bsds/fast [2]``.
     """
     from .evaluation import group_name
 
@@ -88,11 +94,28 @@ def merged_curves(results: Sequence[dict]) -> dict[str, list[dict]]:
     for name in dict.fromkeys(name for file_curves in per_file for name in file_curves):
         parts = [(index, file_curves[name]) for index, file_curves in enumerate(per_file, 1) if name in file_curves]
         keys = [group_name(entry) for _, entries in parts for entry in entries]
-        if len(keys) == len(set(keys)):
+        if len(parts) == 1 or (len(keys) == len(set(keys)) and all(len(entries) == 1 for _, entries in parts)):
             merged[name] = sorted((e for _, entries in parts for e in entries), key=lambda e: number(e.get("bpp")))
         else:
             merged |= {f"{name} [{index}]": entries for index, entries in parts}
     return merged
+
+
+def on_images(results: dict, images: Collection[str]) -> dict:
+    """A result file re-averaged over the records of ``images`` only (names, as in ``record["image"]``), so two
+    runs on different image sets are compared on the images both measured.
+
+    Returns ``results`` itself when its records are all of ``images``; otherwise ``{"info", "summary", "records"}``
+    with the summary recomputed from the kept records (:func:`rdc_diffusers.evaluation.summarize`). FID/KID need
+    the patch features, which files do not store, so re-averaged entries have none.
+    """
+    from .evaluation import summarize
+
+    records = results.get("records") or []
+    kept = [r for r in records if r.get("image") in images]
+    if len(kept) == len(records):
+        return results
+    return {"info": results.get("info", {}), "summary": summarize(kept, fid=False), "records": kept}
 
 
 def public_record(record: dict) -> dict:

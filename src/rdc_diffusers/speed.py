@@ -13,7 +13,9 @@ largest would report the largest one's peak. In that child:
 * on CUDA, ``peak_cuda_mib``: ``torch.cuda.max_memory_allocated`` over the timed runs.
 
 Configurations: ``("encode", None, 0)``, ``("decode", None, 0)`` (codec only: the fast decode) and
-``("decode", scheduler, steps)`` for every scheduler (``ddpm``, ``ddim``, ``dpm``) and step count.
+``("decode", scheduler, steps)`` for every scheduler (``ddpm``, ``ddim``, ``dpm``) and step count. The image is
+coded at one quality (default: the model's ``default_quality``), recorded in each row: the rate changes the
+entropy coder's work a little, the transforms and the UNet not at all.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def _peak_rss_mib() -> float:
 
 
 def measure(model: str, image: str | Path, operation: str, scheduler: str | None = None, steps: int = 0,
-            repeats: int = 3, device: str = "cpu", threads: int | None = None, seed: int = 0) -> dict:
+            repeats: int = 3, device: str = "cpu", threads: int | None = None, seed: int = 0,
+            quality: float | None = None) -> dict:
     """Measure one configuration in this process (see the module doc; :func:`speed_table` isolates each one)."""
     import torch
 
@@ -78,12 +81,13 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
     pipe.set_progress_bar_config(disable=True)
     use_scheduler(pipe, scheduler)
     picture = open_image(image)
-    data = pipe.compress(picture, seed=seed)
+    quality = pipe.config.default_quality if quality is None else quality
+    data = pipe.compress(picture, quality=quality, seed=seed)
     cuda = torch.device(device).type == "cuda"
 
     def run() -> None:
         if operation == "encode":
-            pipe.compress(picture, seed=seed)
+            pipe.compress(picture, quality=quality, seed=seed)
         else:
             pipe.decompress(data, refine=steps > 0, num_inference_steps=steps or None, output_type="pt")
         if cuda:
@@ -100,6 +104,7 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
         times.append(time.perf_counter() - start)
     result = {
         "operation": operation, "scheduler": type(pipe.scheduler).__name__ if steps else None, "steps": steps,
+        "quality": quality, "bytes": len(data),
         "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats,
         "load_rss_mib": load_rss, "peak_rss_mib": _peak_rss_mib(),
         "width": picture.width, "height": picture.height, "device": device, "torch_threads": torch.get_num_threads(),
@@ -111,12 +116,12 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
 
 def speed_table(model: str, image: str | Path, *, schedulers: Sequence[str] = SCHEDULERS,
                 steps: Sequence[int] = STEPS, repeats: int = 3, device: str = "cpu", threads: int | None = None,
-                log=None) -> list[dict]:
+                quality: float | None = None, log=None) -> list[dict]:
     """Measure every configuration of :func:`speed_configs`, each in a fresh child process; one row each."""
     rows = []
     for config in speed_configs(schedulers, steps):
         request = {"model": str(model), "image": str(image), "repeats": repeats, "device": device,
-                   "threads": threads, **config}
+                   "threads": threads, "quality": quality, **config}
         done = subprocess.run([sys.executable, "-m", "rdc_diffusers.speed", "--child", json.dumps(request)],
                               capture_output=True, text=True, env=dict(os.environ))
         if done.returncode != 0:

@@ -94,9 +94,33 @@ class MovingCropDataset(ImageFolderDataset):
         return torch.stack(clips).clamp(0, 1)
 
 
-def rate_distortion_loss(likelihoods: dict[str, Tensor], x_hat: Tensor, x: Tensor, lmbda: float) -> dict[str, Tensor]:
-    """``bpp + λ·255²·MSE(x_hat, x)``, the compressai convention for λ."""
-    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    bpp = sum(torch.log(lk).sum() for lk in likelihoods.values()) / (-math.log(2) * num_pixels)
-    mse = F.mse_loss(x_hat, x)
-    return {"loss": bpp + lmbda * 255**2 * mse, "bpp": bpp, "mse": mse}
+def rate_distortion_loss(likelihoods: dict[str, Tensor], x_hat: Tensor, x: Tensor,
+                         lmbda: float | Tensor) -> dict[str, Tensor]:
+    """``bpp + λ·255²·MSE(x_hat, x)``, the compressai convention for λ, averaged over the batch.
+
+    ``lmbda`` is one value, or one per image (a variable-rate codec trains each image at its own rate).
+    """
+    pixels = x.shape[2] * x.shape[3]
+    bpp = sum(torch.log(lk).flatten(1).sum(1) for lk in likelihoods.values()) / (-math.log(2) * pixels)
+    mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
+    loss = bpp + torch.as_tensor(lmbda, device=x.device) * 255**2 * mse
+    return {"loss": loss.mean(), "bpp": bpp.mean(), "mse": mse.mean()}
+
+
+def warm_start(cls: type, folder: str | Path):
+    """``cls`` built from ``folder``'s config with its own initialisation, then ``folder``'s weights loaded over it.
+
+    ``from_pretrained`` leaves parameters the folder lacks uninitialised (diffusers skips the init functions
+    while loading); a warm start from a model saved before a parameter existed (the single-rate codec before
+    the rate gains, a unet before the quality embedding) needs them initialised as ``__init__`` does.
+    Returns the model in training mode.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    model = cls.from_config(cls.load_config(folder))
+    state = load_file(folder / "diffusion_pytorch_model.safetensors")
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{folder} holds weights that {cls.__name__} does not have: {', '.join(unexpected[:5])}")
+    return model.train()

@@ -1,7 +1,8 @@
-"""The learned codec: analysis/synthesis transforms and a mean-scale hyperprior (Minnen et al. 2018)."""
+"""The learned codec: a mean-scale hyperprior (Minnen et al. 2018), variable-rate by gain units (Cui et al. 2021)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -11,42 +12,78 @@ with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
     from compressai.layers import GDN
     from compressai.models.utils import conv, deconv
+    from compressai.ops import quantize_ste
 from diffusers.configuration_utils import register_to_config
 
 # model_index.json names this module as the codec's library; diffusers then looks up the loader's base class here.
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import Tensor, nn
 
-from .entropy_coded import EntropyCodedModel, hyperprior_compress, hyperprior_decompress, hyperprior_forward
+from .entropy_coded import EntropyCodedModel
+
+MIN_QUALITY, MAX_QUALITY = 0.0, 100.0
+QUALITY_DECIMALS = 2
+"""Qualities are rounded to hundredths before use: files store them as u16 hundredths, and encoder and
+decoder must derive the same gains from the same number."""
+
+REFERENCE_LMBDA = 0.0067
+"""The λ at which the gains start at 1: the rate the transforms were first trained at (the retired
+single-rate ``rdc-bsds-q3``), so a warm start from those weights reproduces that codec there."""
+
+
+def check_quality(quality: float) -> float:
+    """``quality`` rounded to hundredths; ``ValueError`` outside [0, 100], ``TypeError`` if not a number."""
+    if isinstance(quality, bool) or not isinstance(quality, (int, float)):
+        raise TypeError(f"quality must be a number in [{MIN_QUALITY:g}, {MAX_QUALITY:g}], got {quality!r}")
+    if not MIN_QUALITY <= quality <= MAX_QUALITY:  # also refuses NaN
+        raise ValueError(f"quality must be in [{MIN_QUALITY:g}, {MAX_QUALITY:g}], got {quality!r}")
+    return round(float(quality), QUALITY_DECIMALS)
 
 
 class RDCCodec(EntropyCodedModel):
-    r"""Mean-scale hyperprior codec whose synthesis transform is the fidelity decoder of RDC.
+    r"""Variable-rate mean-scale hyperprior codec whose synthesis transform is the fidelity decoder of RDC.
 
-    D. Minnen, J. Ballé, G. Toderici, "Joint Autoregressive and Hierarchical Priors for Learned Image
-    Compression", NeurIPS 2018 (the mean-scale hyperprior without the context model, so decoding
-    stays parallel). The layers are compressai's ``MeanScaleHyperprior``; this class adds what the
-    two-stage decoder needs: ``ŷ`` is returned beside ``x_init``, and the entropy tables live in
-    the weights, so a file written before ``save_pretrained`` decodes bit-exactly after
-    ``from_pretrained``.
+    Transforms: D. Minnen, J. Ballé, G. Toderici, "Joint Autoregressive and Hierarchical Priors for Learned
+    Image Compression", NeurIPS 2018 (the mean-scale hyperprior without the context model, so decoding stays
+    parallel); the layers are compressai's ``MeanScaleHyperprior``.
+
+    Rate: Z. Cui, J. Wang, S. Gao, T. Guo, Y. Feng, B. Bai, "Asymmetric Gained Deep Image Compression With
+    Continuous Rate Adaptation", CVPR 2021. A gain vector ``g`` (one value per latent channel) scales the
+    centred latent before rounding and an inverse gain ``g'`` scales it back, so the quantisation step of
+    channel c is ``1/g_c``: one set of transforms serves every rate. Gains are learned at ``gain_levels``
+    anchor qualities, each trained at its own λ, and interpolated in the log domain between them, which
+    gives a continuous quality. Why gain units rather than compressai's ``MeanScaleHyperpriorVbr``
+    (Kamisli et al. 2024, one scalar step per level plus a learned quantisation-offset network): a gain
+    per *channel* lets each rate allocate bits across channels, it costs 2·levels·M numbers and no extra
+    network at decode time, and with all gains at 1 the model *is* the single-rate codec, so it warm-starts
+    exactly from one (QVRF, Tong et al. 2023, is the scalar special case). Training samples a continuous
+    quality per image, so the interpolated rates are trained, not only the anchors. The hyper-latent ẑ is
+    coded at the same step at every rate; it costs a few percent of the bits.
 
     .. code-block:: none
 
-        x ─g_a─► y ─h_a─► z ─Q─► ẑ ─h_s─► (μ, σ)                  ẑ: EntropyBottleneck
+        x ─g_a─► y ─h_a─► z ─Q─► ẑ ─h_s─► (μ, σ)                         ẑ: EntropyBottleneck
                  │                         │
-                 └──────► ŷ = Q(y − μ) + μ ◄┘                  ŷ: GaussianConditional(σ)
+                 └──► q = Q((y − μ)·g) ◄───┘ σ·g                         q: GaussianConditional(σ·g)
                           │
-                          └─g_s─► x_init                       fidelity decoder (MSE-trained)
+                          └──► ŷ = q·g' + μ ─g_s─► x_init              fidelity decoder (MSE-trained)
+
+        g, g' = exp(lerp(log_gain, quality)), exp(lerp(log_inverse_gain, quality))
 
     Args:
         N: channels of the hidden layers.
         M: channels of the latent ``y`` (the conditioning signal of the residual UNet).
+        lmbda_min, lmbda_max: the rate–distortion trade-offs (compressai's λ, on 255²·MSE) trained at
+            quality 0 and 100; λ is log-linear in the quality in between.
+        gain_levels: anchor qualities with learned gains, evenly spaced over [0, 100].
 
-    Images enter in [0, 1] with height and width multiples of 64 (:attr:`alignment`).
+    Images enter in [0, 1] with height and width multiples of 64 (:attr:`alignment`); ``quality`` is a
+    number in [0, 100] (higher: more bits, higher fidelity).
     """
 
     @register_to_config
-    def __init__(self, N: int = 128, M: int = 192):
+    def __init__(self, N: int = 128, M: int = 192, lmbda_min: float = 0.0004, lmbda_max: float = 0.08,
+                 gain_levels: int = 6):
         super().__init__()
         self.g_a = nn.Sequential(
             conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
@@ -67,6 +104,12 @@ class RDCCodec(EntropyCodedModel):
             deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
             conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
         )
+        # High-rate theory: MSE ∝ step², and the optimum step satisfies step² ∝ 1/λ, so g ∝ √λ.
+        anchors = torch.linspace(0, 1, gain_levels)
+        log_lmbda = math.log(lmbda_min) + anchors * (math.log(lmbda_max) - math.log(lmbda_min))
+        log_gain = 0.5 * (log_lmbda - math.log(REFERENCE_LMBDA))
+        self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, M))
+        self.log_inverse_gain = nn.Parameter(-log_gain[:, None].repeat(1, M))
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
         self.register_entropy_hooks()
@@ -74,34 +117,82 @@ class RDCCodec(EntropyCodedModel):
     alignment = 64
     """Height and width of the input must be multiples of this (g_a and h_a downsample 16x and 4x)."""
 
-    def forward(self, x: Tensor) -> dict:
-        """Training pass: ``x_init``, ``ŷ`` and the likelihoods of ``y`` and ``z`` (noise-relaxed)."""
+    def lmbda(self, quality: Tensor) -> Tensor:
+        """The λ that ``quality`` (a tensor of values in [0, 100]) is trained at: log-linear in the quality."""
+        lo, hi = math.log(self.config.lmbda_min), math.log(self.config.lmbda_max)
+        return torch.exp(lo + quality / MAX_QUALITY * (hi - lo))
+
+    def gains(self, quality: Tensor | float) -> tuple[Tensor, Tensor]:
+        """``(g, g')`` for each quality, shaped ``(B, M, 1, 1)``: log-linear between the two nearest anchors."""
+        quality = torch.as_tensor(quality, dtype=torch.float32, device=self.log_gain.device).reshape(-1)
+        position = quality.clamp(MIN_QUALITY, MAX_QUALITY) / MAX_QUALITY * (self.config.gain_levels - 1)
+        low = position.floor().long().clamp(max=self.config.gain_levels - 2)
+        weight = (position - low)[:, None]
+
+        def lerp(table: Tensor) -> Tensor:
+            return ((1 - weight) * table[low] + weight * table[low + 1]).exp()[..., None, None]
+
+        return lerp(self.log_gain), lerp(self.log_inverse_gain)
+
+    def forward(self, x: Tensor, quality: Tensor | float) -> dict:
+        """Training pass at ``quality`` (one per image or one for all): ``x_init``, ``ŷ`` and the likelihoods."""
         if self.training:
             self._tables_stale = True
-        y_hat, likelihoods = hyperprior_forward(self, self.g_a(x))
-        return {"x_init": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": likelihoods}
+        gain, inverse_gain = self.gains(quality)
+        y = self.g_a(x)
+        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        _, y_likelihoods = self.gaussian_conditional((y - means_hat) * gain, scales_hat * gain)
+        y_hat = quantize_ste((y - means_hat) * gain) * inverse_gain + means_hat  # what the decoder will see
+        return {"x_init": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict:
-        """Entropy-code ``x`` with compressai's rANS coder: ``{"strings": [y, z], "shape": ẑ size}``."""
+    def analyse(self, x: Tensor) -> dict:
+        """Everything of the encoder that does not depend on the quality: ``y``, ẑ's string and ``(μ, σ)``.
+
+        Rate control codes the same image at several qualities; it runs this once and
+        :meth:`code_latent` per quality.
+        """
         self.ensure_entropy_tables()
-        strings, shape = hyperprior_compress(self, self.g_a(x))
-        return {"strings": strings, "shape": shape}
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        return {"y": y, "z_strings": z_strings, "shape": z.size()[-2:], "scales": scales_hat, "means": means_hat}
 
     @torch.no_grad()
-    def decompress(self, strings: list, shape) -> dict:
+    def code_latent(self, analysis: dict, quality: float) -> dict:
+        """rANS-code the latent of an :meth:`analyse` result at ``quality``: ``{"strings": [y, z], "shape"}``."""
+        gain, _ = self.gains(check_quality(quality))
+        indexes = self.gaussian_conditional.build_indexes(analysis["scales"] * gain)
+        y_strings = self.gaussian_conditional.compress((analysis["y"] - analysis["means"]) * gain, indexes)
+        return {"strings": [y_strings, analysis["z_strings"]], "shape": analysis["shape"]}
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, quality: float) -> dict:
+        """Entropy-code ``x`` at ``quality`` with compressai's rANS coder: ``{"strings": [y, z], "shape": ẑ size}``."""
+        return self.code_latent(self.analyse(x), quality)
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape, quality: float) -> dict:
         """Inverse of :meth:`compress`: ``{"x_init": g_s(ŷ) clamped to [0, 1], "y_hat": ŷ}``."""
         self.ensure_entropy_tables()
-        y_hat = hyperprior_decompress(self, strings, shape)
+        gain, inverse_gain = self.gains(check_quality(quality))
+        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat * gain)
+        y_hat = self.gaussian_conditional.decompress(strings[0], indexes) * inverse_gain + means_hat
         return {"x_init": self.g_s(y_hat).clamp_(0, 1), "y_hat": y_hat}
 
     @torch.no_grad()
-    def latent(self, x: Tensor) -> Tensor:
-        """The ``ŷ`` that coding ``x`` would give, without coding it (rounding, in any module mode).
+    def latent(self, x: Tensor, quality: float) -> Tensor:
+        """The ``ŷ`` that coding ``x`` at ``quality`` would give, without coding it (rounding, in any module mode).
 
         The video pipeline conditions the unet of a P-frame on the image codec's latent of that frame.
         """
+        gain, inverse_gain = self.gains(check_quality(quality))
         y = self.g_a(x)
         z_hat = self.entropy_bottleneck.quantize(self.h_a(y), "dequantize", self.entropy_bottleneck._get_medians())
         _, means_hat = self.h_s(z_hat).chunk(2, 1)
-        return torch.round(y - means_hat) + means_hat
+        return torch.round((y - means_hat) * gain) * inverse_gain + means_hat

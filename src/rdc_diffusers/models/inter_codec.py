@@ -44,12 +44,14 @@ class RDCInterCodec(EntropyCodedModel):
         M: channels of each latent.
         sigma0: blur of the first scale-space level.
         num_levels: levels of the scale-space volume.
+        quality: the quality of the image codec ([`RDCCodec`]) whose I-frames this model was trained to
+            continue from; a clip's I-frames are coded at it (this P-frame codec itself has a single rate).
     """
 
     alignment = 64
 
     @register_to_config
-    def __init__(self, N: int = 64, M: int = 96, sigma0: float = 1.5, num_levels: int = 5):
+    def __init__(self, N: int = 64, M: int = 96, sigma0: float = 1.5, num_levels: int = 5, quality: float = 50.0):
         super().__init__()
         self.motion = MeanScaleHyperprior(N, M)
         self.motion.g_a[0] = conv(6, N)  # input: the frame and its reference

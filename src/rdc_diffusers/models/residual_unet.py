@@ -11,6 +11,12 @@ from torch import Tensor, nn
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
+def _to_weight_dtype(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: cast the input to the module's dtype. UNet2DModel casts the sinusoidal embedding of the
+    timestep to its dtype but not that of ``class_labels`` (always float32), so a float16 UNet would fail."""
+    return tuple(a.to(module.linear_1.weight.dtype) for a in args)
+
+
 class ResidualUNet(ModelMixin, ConfigMixin):
     r"""Denoiser of the residual ``r = x − x_init`` in the second stage of the RDC decoder.
 
@@ -19,7 +25,7 @@ class ResidualUNet(ModelMixin, ConfigMixin):
         ŷ (M, H/16) ─conv3×3─SiLU─conv1×1─PixelShuffle(16/s)─► c_ŷ (cond_channels, H/s)
         x_init      ─·2−1─PixelUnshuffle(s)────────────────► (3s², H/s)
         r_t         ─PixelUnshuffle(s)─────────────────────► (3s², H/s)
-                          concat ─► UNet2DModel(t) ─► (3s², H/s) ─PixelShuffle(s)─► r̂
+                          concat ─► UNet2DModel(t, quality) ─► (3s², H/s) ─PixelShuffle(s)─► r̂
 
     Why this shape:
 
@@ -31,6 +37,11 @@ class ResidualUNet(ModelMixin, ConfigMixin):
       pixel is thrown away; full-resolution processing is what makes a pixel-space UNet slow on a CPU.
     * **No attention** (``DownBlock2D``/``UpBlock2D``, ``add_attention=False``): attention dominated
       the CPU cost in measurements and the residual is a local signal.
+    * **The quality as a second timestep.** One UNet serves every rate of the variable-rate codec, and how
+      much detail quantisation removed depends on the rate; the quality (0–100, ×10 to span the timestep
+      range) goes through the same sinusoidal embedding as t (diffusers' ``class_embed_type="timestep"``)
+      and is added to the time embedding. Its last layer starts at zero, so a UNet trained without it
+      warm-starts unchanged.
 
     ``residual=False`` builds the CDC-style baseline of the ablation (Yang & Mandt 2023): the same UNet
     generates the image itself from ŷ alone — no ``x_init`` input — as ``r = (x − ½)·residual_scale``
@@ -78,7 +89,11 @@ class ResidualUNet(ModelMixin, ConfigMixin):
             layers_per_block=layers_per_block,
             norm_num_groups=norm_num_groups,
             add_attention=False,
+            class_embed_type="timestep",
         )
+        nn.init.zeros_(self.unet.class_embedding.linear_2.weight)
+        nn.init.zeros_(self.unet.class_embedding.linear_2.bias)
+        self.unet.class_embedding.register_forward_pre_hook(_to_weight_dtype)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -104,16 +119,18 @@ class ResidualUNet(ModelMixin, ConfigMixin):
         timestep: Tensor | int,
         x_init: Tensor,
         y_hat: Tensor,
+        quality: Tensor | float,
         return_dict: bool = True,
     ) -> UNet2DOutput | tuple:
         """Predict (per ``prediction_type``) from the noisy scaled residual ``sample`` at ``timestep``.
 
         ``x_init`` is in [0, 1] at the resolution of ``sample`` (unused when ``residual=False``);
-        ``y_hat`` is the decoded latent.
+        ``y_hat`` is the decoded latent and ``quality`` (one per image, or one for all) the rate it was coded at.
         """
         pixels = [self.unshuffle(sample)] + ([self.unshuffle(x_init * 2 - 1)] if self.config.residual else [])
         inputs = torch.cat([*pixels, self.cond(y_hat)], dim=1)
-        out = self.shuffle(self.unet(inputs, timestep).sample)
+        quality = torch.as_tensor(quality, dtype=torch.float32, device=sample.device).reshape(-1)
+        out = self.shuffle(self.unet(inputs, timestep, class_labels=10 * quality.expand(sample.shape[0])).sample)
         return UNet2DOutput(sample=out) if return_dict else (out,)
 
     def base(self, x_init: Tensor) -> Tensor:

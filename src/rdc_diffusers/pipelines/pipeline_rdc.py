@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
 from ..errors import RDCFormatError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..models.codec import RDCCodec
+from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
 from ..pretrained import model_name, resolve_model, safetensors_only
+from ..rate_control import search_quality
 
 DEFAULT_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
@@ -39,8 +41,9 @@ EXAMPLE_DOC_STRING = """
         >>> from PIL import Image
         >>> from rdc_diffusers import RDCPipeline
 
-        >>> pipe = RDCPipeline.from_pretrained("rdc-bsds-q3")
-        >>> data = pipe.compress(Image.open("kodim23.png"))              # real rANS bytes
+        >>> pipe = RDCPipeline.from_pretrained("rdc-bsds")
+        >>> data = pipe.compress(Image.open("kodim23.png"), quality=50)  # real rANS bytes
+        >>> small = pipe.compress(Image.open("kodim23.png"), target_bpp=0.2)  # the best quality that fits
         >>> fast = pipe.decompress(data, refine=False).images[0]         # fidelity decoder only
         >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         >>> refined = pipe.decompress(data, num_inference_steps=4).images[0]
@@ -62,14 +65,15 @@ class RDCPipeline(DiffusionPipeline):
 
     .. code-block:: none
 
-        compress:    x ─codec.compress─► rANS bytes (.rdc file: header, ŷ and ẑ sections, CRC)
+        compress:    x, quality ─codec.compress─► rANS bytes (.rdc file: header with the quality, ŷ and ẑ, CRC)
         decompress:  bytes ─codec.decompress─► ŷ, x_init
                      refine=False: x̂ = x_init
-                     refine=True:  r_T ~ N(0, I) (seeded from the file) ─scheduler × unet(·, t, x_init, ŷ)─► r_0
+                     refine=True:  r_T ~ N(0, I) (seeded from the file) ─scheduler × unet(·, t, x_init, ŷ, q)─► r_0
                                    x̂ = clamp(x_init + r_0 / residual_scale, 0, 1)
 
     Components:
-        codec ([`RDCCodec`]): analysis/synthesis transforms and the entropy models; decides the bytes.
+        codec ([`RDCCodec`]): analysis/synthesis transforms and the entropy models; decides the bytes, at any
+            quality in [0, 100] (``default_quality`` when none is asked for).
         unet ([`ResidualUNet`]): denoiser of the residual ``x − x_init``.
         scheduler ([`SchedulerMixin`]): any diffusers scheduler with the unet's ``prediction_type``.
 
@@ -86,13 +90,15 @@ class RDCPipeline(DiffusionPipeline):
         unet: ResidualUNet,
         scheduler: SchedulerMixin,
         default_num_inference_steps: int = 4,
+        default_quality: float = 50.0,
     ):
         super().__init__()
         if codec.alignment % unet.alignment:
             raise ValueError(f"the unet needs sizes in multiples of {unet.alignment}, which must divide "
                              f"the codec's {codec.alignment}")
         self.register_modules(codec=codec, unet=unet, scheduler=scheduler)
-        self.register_to_config(default_num_inference_steps=default_num_inference_steps)
+        self.register_to_config(default_num_inference_steps=default_num_inference_steps,
+                                default_quality=check_quality(default_quality))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCPipeline:
@@ -138,18 +144,33 @@ class RDCPipeline(DiffusionPipeline):
         return {k: v for k, v in extra.items() if k in accepted}
 
     @torch.no_grad()
-    def compress(self, image, *, seed: int = 0, num_inference_steps: int | None = None) -> bytes:
+    def compress(
+        self,
+        image,
+        *,
+        quality: float | None = None,
+        target_bpp: float | None = None,
+        seed: int = 0,
+        num_inference_steps: int | None = None,
+    ) -> bytes:
         """Encode one image (PIL, numpy or torch; any size, any common PIL mode) into ``.rdc`` bytes.
 
-        ``seed`` and ``num_inference_steps`` are stored as the file's refinement defaults, so every
-        decoder of the file draws the same noise and produces the same pixels.
+        Args:
+            quality: the rate, a number in [0, 100] (higher: more bits and fidelity), rounded to hundredths
+                and stored in the file; default ``pipe.config.default_quality``.
+            target_bpp: rate control instead of a quality: the highest quality whose whole file is at most
+                ``target_bpp`` bits per pixel (``8 · len(bytes) / pixels``), found in at most ~8 encodes of the
+                latent (the transforms run once). Raises [`RateTargetError`] when even quality 0 is larger.
+            seed, num_inference_steps: stored as the file's refinement defaults, so every decoder of the
+                file draws the same noise and produces the same pixels.
         """
+        if quality is not None and target_bpp is not None:
+            raise ValueError("give either quality or target_bpp, not both")
         x, mode = to_tensor(image)
         height, width = x.shape[-2:]
         # The codec's own device, not _execution_device: under enable_model_cpu_offload the codec stays on the
         # CPU (its compress/decompress are not forward, so the offload hooks never move it).
-        x = pad_to_multiple(x, self.codec.alignment).to(self.codec.device)
-        out = self.codec.compress(x)
+        analysis = self.codec.analyse(pad_to_multiple(x, self.codec.alignment).to(self.codec.device))
         header = RDCHeader(
             width=width,
             height=height,
@@ -159,8 +180,21 @@ class RDCPipeline(DiffusionPipeline):
             seed=seed,
             num_inference_steps=self.config.default_num_inference_steps if num_inference_steps is None
             else num_inference_steps,
+            quality=0.0,
         )
-        return encode_file(RDCFile(header=header, sections=tuple(s[0] for s in out["strings"])))
+
+        def encode(q: float) -> bytes:
+            out = self.codec.code_latent(analysis, q)
+            return encode_file(RDCFile(header=replace(header, quality=check_quality(q)),
+                                       sections=tuple(s[0] for s in out["strings"])))
+
+        if target_bpp is None:
+            return encode(self.config.default_quality if quality is None else quality)
+        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not target_bpp > 0:
+            raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
+        max_bytes = math.floor(target_bpp * width * height / 8 + 1e-9)
+        return search_quality(encode, max_bytes, lowest=MIN_QUALITY, highest=MAX_QUALITY,
+                              start=self.config.default_quality).data
 
     @torch.no_grad()
     def decompress(
@@ -202,7 +236,7 @@ class RDCPipeline(DiffusionPipeline):
         # 2. Entropy-decode ŷ and run the fidelity decoder.
         shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
         try:
-            decoded = self.codec.decompress([[s] for s in file.sections], shape)
+            decoded = self.codec.decompress([[s] for s in file.sections], shape, header.quality)
         except (RuntimeError, ValueError, IndexError) as err:
             raise RDCFormatError(f"entropy decoding failed: {err}") from err
         x_init, y_hat = decoded["x_init"], decoded["y_hat"]
@@ -212,7 +246,7 @@ class RDCPipeline(DiffusionPipeline):
         if refine and steps > 0:
             if generator is None:
                 generator = torch.Generator("cpu").manual_seed(header.seed)
-            x_hat = self.refine(x_init, y_hat, num_inference_steps=steps, generator=generator, eta=eta,
+            x_hat = self.refine(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator, eta=eta,
                                 callback_on_step_end=callback_on_step_end,
                                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         else:
@@ -232,6 +266,7 @@ class RDCPipeline(DiffusionPipeline):
         self,
         x_init: torch.Tensor,
         y_hat: torch.Tensor,
+        quality: float,
         *,
         num_inference_steps: int,
         generator: torch.Generator | None = None,
@@ -240,7 +275,8 @@ class RDCPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
     ) -> torch.Tensor:
-        """Sample the residual given the decoded ``x_init`` and ``ŷ``: returns ``x_init + r`` (not clamped).
+        """Sample the residual given the decoded ``x_init``, ``ŷ`` and the file's quality: returns ``x_init + r``
+        (not clamped).
 
         ``noise`` is the starting r_T (unit Gaussian, the shape of ``x_init``); by default it is drawn
         from ``generator``. The video pipeline passes its own to keep the noise consistent across frames.
@@ -255,7 +291,7 @@ class RDCPipeline(DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = self.scheduler.scale_model_input(residual, t)
-            model_output = self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in).sample
+            model_output = self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in, quality=quality).sample
             residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
@@ -268,6 +304,8 @@ class RDCPipeline(DiffusionPipeline):
         self,
         image,
         *,
+        quality: float | None = None,
+        target_bpp: float | None = None,
         seed: int = 0,
         refine: bool = True,
         num_inference_steps: int | None = None,
@@ -289,7 +327,8 @@ class RDCPipeline(DiffusionPipeline):
         images = image if isinstance(image, list) else [image]
         results = []
         for item in images:
-            data = self.compress(item, seed=seed, num_inference_steps=num_inference_steps)
+            data = self.compress(item, quality=quality, target_bpp=target_bpp, seed=seed,
+                                 num_inference_steps=num_inference_steps)
             results.append(self.decompress(
                 data, refine=refine, generator=generator, eta=eta, output_type=output_type,
                 callback_on_step_end=callback_on_step_end,

@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import RDCFormatError, UnsupportedImageError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..models.codec import RDCCodec
+from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
 from ..pretrained import model_name, resolve_model, safetensors_only
@@ -32,7 +32,7 @@ EXAMPLE_DOC_STRING = """
         >>> from rdc_diffusers import RDCVideoPipeline
         >>> from rdc_diffusers.video_io import read_video
 
-        >>> pipe = RDCVideoPipeline.from_pretrained("rdc-bsds-q3")
+        >>> pipe = RDCVideoPipeline.from_pretrained("rdc-bsds")
         >>> clip = read_video("BasketballPass_416x240", fps=50)
         >>> data = pipe.compress(clip.frames, fps=clip.fps, gop_size=8)    # one .rdcv file, real rANS bytes
         >>> fast = pipe.decompress(data, refine=False).frames               # codecs only
@@ -95,7 +95,7 @@ class RDCVideoPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCVideoPipeline:
         """Load a saved video pipeline, or an image model folder / Hub repo with an ``inter_codec`` subfolder.
 
-        The bundled image models carry their inter codec in ``inter_codec/``, so ``"rdc-bsds-q3"`` names
+        The bundled image models carry their inter codec in ``inter_codec/``, so ``"rdc-bsds"`` names
         both, and the image codec and unet are stored once.
         """
         kwargs = safetensors_only(kwargs)
@@ -114,10 +114,16 @@ class RDCVideoPipeline(DiffusionPipeline):
         """A readable name for messages and file headers: the folder's name, or the Hub repo id."""
         return model_name(self.name_or_path)
 
+    @property
+    def quality(self) -> float:
+        """The image codec's quality for the I-frames: the one the P-frame codec was trained to continue from."""
+        return check_quality(self.inter_codec.config.quality)
+
     def image_pipeline(self) -> RDCPipeline:
         """The same codec, unet and scheduler as an [`RDCPipeline`] (shared modules, no copies)."""
         pipe = RDCPipeline(codec=self.codec, unet=self.unet, scheduler=self.scheduler,
-                           default_num_inference_steps=self.config.default_num_inference_steps)
+                           default_num_inference_steps=self.config.default_num_inference_steps,
+                           default_quality=self.quality)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -128,14 +134,20 @@ class RDCVideoPipeline(DiffusionPipeline):
         *,
         fps: Fraction | float = 25,
         gop_size: int = 8,
+        quality: float | None = None,
         seed: int = 0,
         num_inference_steps: int | None = None,
     ) -> bytes:
         """Encode a clip (a sequence of PIL images, arrays or tensors of one size) into ``.rdcv`` bytes.
 
         Every ``gop_size``-th frame is an I-frame; the others are P-frames predicted from the previous
-        *decoded* frame, which the encoder reconstructs exactly as the decoder will.
+        *decoded* frame, which the encoder reconstructs exactly as the decoder will. The P-frame codec has a
+        single rate, so clips are coded at the one quality it was trained for (:attr:`quality`); asking for
+        another raises ``ValueError``.
         """
+        if quality is not None and check_quality(quality) != self.quality:
+            raise ValueError(f"this video model codes clips at quality {self.quality:g} only (its P-frame codec "
+                             f"has a single rate), got quality={quality!r}")
         frames = list(frames)
         if not frames:
             raise UnsupportedImageError("a clip needs at least one frame")
@@ -152,8 +164,8 @@ class RDCVideoPipeline(DiffusionPipeline):
                                             "all frames of a clip must have one size")
             x = pad_to_multiple(x, self.codec.alignment).to(device)
             if i % gop_size == 0:
-                coded = self.codec.compress(x)
-                x_ref = self.codec.decompress(coded["strings"], coded["shape"])["x_init"]
+                coded = self.codec.compress(x, self.quality)
+                x_ref = self.codec.decompress(coded["strings"], coded["shape"], self.quality)["x_init"]
                 types.append("I")
             else:
                 coded = self.inter_codec.compress(x, x_ref)
@@ -215,7 +227,7 @@ class RDCVideoPipeline(DiffusionPipeline):
             strings = [[s] for s in sections]
             try:
                 if kind == "I":
-                    decoded = self.codec.decompress(strings, shape)
+                    decoded = self.codec.decompress(strings, shape, self.quality)
                     x_ref, y_hat = decoded["x_init"], decoded["y_hat"]
                 else:
                     x_ref = self.inter_codec.decompress(strings, shape, x_ref)["x_hat"]
@@ -224,11 +236,11 @@ class RDCVideoPipeline(DiffusionPipeline):
             x_hat = x_ref
             if refine:
                 if kind == "P":  # the unet is conditioned on the image codec's latent of this frame
-                    y_hat = self.codec.latent(x_ref)
+                    y_hat = self.codec.latent(x_ref, self.quality)
                 if noise is None or temporal_noise == "independent":
                     noise = randn_tensor(x_ref.shape, generator=generator, device=torch.device("cpu"))
-                x_hat = image_pipe.refine(x_ref, y_hat, num_inference_steps=steps, generator=generator, noise=noise,
-                                          eta=eta)
+                x_hat = image_pipe.refine(x_ref, y_hat, self.quality, num_inference_steps=steps,
+                                          generator=generator, noise=noise, eta=eta)
             outputs.append(crop_to(x_hat.clamp(0, 1), header.height, header.width).cpu())
         frames = to_output(torch.cat(outputs), output_type, "RGB")
         pixels = header.width * header.height
@@ -246,6 +258,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         *,
         fps: Fraction | float = 25,
         gop_size: int = 8,
+        quality: float | None = None,
         seed: int = 0,
         refine: bool = True,
         num_inference_steps: int | None = None,
@@ -257,6 +270,7 @@ class RDCVideoPipeline(DiffusionPipeline):
 
         Examples:
         """
-        data = self.compress(frames, fps=fps, gop_size=gop_size, seed=seed, num_inference_steps=num_inference_steps)
+        data = self.compress(frames, fps=fps, gop_size=gop_size, quality=quality, seed=seed,
+                             num_inference_steps=num_inference_steps)
         return self.decompress(data, refine=refine, temporal_noise=temporal_noise, output_type=output_type,
                                return_dict=return_dict)
