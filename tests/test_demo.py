@@ -102,8 +102,16 @@ def test_an_unreachable_target_bpp_names_the_smallest_size(client, tmp_path):
                        api_name="/compress")
 
 
+@pytest.mark.parametrize("empty", [None, "", 0])  # 0 is what the browser sends for the empty field
+def test_an_empty_target_bpp_means_the_quality_slider(empty):
+    from rdc_diffusers.demo import rate_options
+
+    assert rate_options(72.5, empty) == {"quality": 72.5}
+    assert rate_options(72.5, 0.25) == {"target_bpp": 0.25}
+
+
 @pytest.mark.parametrize(("quality", "target", "message"), [
-    (50, -0.5, "target bpp must be a positive number"),
+    (50, -0.5, "-0.5 is less than minimum value 0|target bpp must be a positive number"),  # Gradio checks first
     (150, None, "150 is greater than maximum value 100|quality must be a number in 0..100"),  # Gradio checks first
 ])
 def test_bad_rate_settings_get_a_readable_error(client, tmp_path, quality, target, message):

@@ -89,14 +89,15 @@ def open_upload(path: str | os.PathLike, max_pixels: int) -> PIL.Image.Image:
 def rate_options(quality, target_bpp) -> dict:
     """``compress()`` keyword arguments: rate control when a target bpp is given, else the slider's quality.
 
-    Both come from the page or the API as they are; bad values become a readable message, not a traceback.
+    Both come from the page or the API as they are; bad values become a readable message, not a traceback. An empty
+    field reaches us as 0 from the browser (None from the API), so 0 means "no target" as well.
     """
     from .models.codec import check_quality
 
-    if target_bpp is not None and target_bpp != "":
+    if target_bpp is not None and target_bpp != "" and target_bpp != 0:
         if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not math.isfinite(target_bpp) \
-                or target_bpp <= 0:
-            raise _error(f"The target bpp must be a positive number (or empty: use the quality), got {target_bpp!r}.")
+                or target_bpp < 0:
+            raise _error(f"The target bpp must be a positive number (0 or empty: use the quality), got {target_bpp!r}.")
         return {"target_bpp": float(target_bpp)}
     if quality is None:
         return {}  # the model's default quality
@@ -272,8 +273,8 @@ def build_demo(
             model = gr.Dropdown(list(choices), value=default_model, label="Model")
             quality = gr.Slider(0, 100, value=_default_quality(choices[default_model]), step=0.01,
                                 label="Quality (0-100, stored in the file)")
-            target_bpp = gr.Number(None, step=0.01, label="Target bpp (optional: rate control, overrides the quality)",
-                                   placeholder="empty: use the quality")
+            target_bpp = gr.Number(0, minimum=0, step=0.01,
+                                   label="Target bpp (0: use the quality; above 0: rate control, overrides it)")
         with gr.Row():
             scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")
             steps = gr.Slider(0, MAX_STEPS, value=_default_steps(choices[default_model]), step=1,
