@@ -92,7 +92,7 @@ def validation_images(val_dir: str, count: int = 4, size: int = 256) -> torch.Te
     """Centre crops of the first images of ``val_dir`` (never Kodak: that is the evaluation set)."""
     crops = []
     for path in list_images(val_dir)[:count]:
-        image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         top, left = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
         crops.append(image[:, top:top + size, left:left + size].float() / 255)
     return torch.stack(crops)
@@ -293,7 +293,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     """Stage 2: the codec is frozen; the UNet learns r from noised r_t, given x_init, ŷ and the quality
     (one UNet for every rate: each crop is coded at its own quality, drawn uniformly from [0, 100]).
 
-    Loss (``prediction_type="sample"``): MSE(r̂0, r) + ρ·LPIPS(x_init + r̂0, x), as CDC's x0 variant.
+    Loss, as CDC's x0 variant, on the predicted image x̂0 = x_init + r̂0: MSE(x̂0, x) on [-1, 1] images
+    + ρ·LPIPS(x̂0, x); ρ was chosen by the ablation in docs/training.md.
     ``--mode cdc`` replaces x_init by mid-grey and the UNet's x_init input by nothing (see ``ResidualUNet``).
     Half of the batches use the timesteps a few-step sampler visits: an under-trained model drifts
     along its own sampling path, so those steps get most of the training (see ENVIRONMENT.md).
@@ -351,9 +352,9 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         t = torch.where(few, few_steps.to(x.device)[torch.randint(len(few_steps), t.shape, device=x.device)], t)
         r_t = noise_scheduler.add_noise(r, noise, t)
         pred = unet(r_t, t, x_init=x_init, y_hat=y_hat, quality=quality).sample
-        r0 = predicted_sample(noise_scheduler, pred, r_t, t)
-        mse = torch.nn.functional.mse_loss(r0, r)
-        perceptual = lpips((base + r0 / scale).clamp(0, 1), x).mean() if args.rho else torch.zeros(())
+        x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
+        mse = image_mse(x0, x)
+        perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
         loss = mse + args.rho * perceptual
         optimizer.zero_grad()
         accelerator.backward(loss)
@@ -390,6 +391,15 @@ def validate_residual(pipe, images: torch.Tensor, steps: tuple[int, ...] = (1, 2
             scores[f"val_lpips_{name}_q{quality:g}"] = lpips(out, images).mean().item()
     pipe.unet.train()
     return scores
+
+
+def image_mse(x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """MSE between images mapped to [-1, 1], CDC's distortion term, so ``--rho`` is CDC's ρ.
+
+    Not the MSE of the scaled residual: that is ``residual_scale²/4`` (≈ 120) times larger and made LPIPS
+    negligible at ρ = 0.9 (the loss weighting before issue 12).
+    """
+    return torch.nn.functional.mse_loss(2 * x0, 2 * x)
 
 
 def predicted_sample(scheduler, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

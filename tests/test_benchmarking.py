@@ -436,3 +436,23 @@ def test_rate_control_benchmark_on_one_tiny_image(tiny_model_dir, fresh_pipeline
     assert sum(result["violations"].values()) == len(middle["violations"])
     text = (out / "rate_control.md").read_text()
     assert "Violations over 3 image-target pairs" in text and f"| {targets[1]:g} | 1 | 0 | 0 |" in text
+
+
+def test_perception_benchmark_traces_strength_and_steps(image_folder, tiny_model_dir, tmp_path):
+    out = tmp_path / "perception"
+    perception = load_script("benchmarks/perception.py")
+    perception.main(["--model", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out), "--limit", "2",
+                     "--qualities", "30", "80", "--strengths", "0", "0.5", "1", "--steps", "1", "2", "--no-fid",
+                     "--threads", "1"])
+    result = json.loads((out / "perception.json").read_text())
+    assert len(result["records"]) == 2 * 2 * (1 + 2 * 2)  # images x qualities x (fast + steps x strengths > 0)
+    by_decode = {(e["decode"], e["quality"]): e for e in result["summary"].values()}
+    assert set(by_decode) == {(d, q) for d in ["fast", "1step-s0.5", "1step-s1", "2step-s0.5", "2step-s1"]
+                              for q in (30, 80)}
+    fast, half, full = by_decode["fast", 30], by_decode["1step-s0.5", 30], by_decode["1step-s1", 30]
+    assert (fast["steps"], fast["strength"], half["steps"], half["strength"]) == (0, 0, 1, 0.5)
+    assert fast["bpp"] == half["bpp"] == full["bpp"]  # the same bytes, decoded three ways
+    assert fast["psnr"] != full["psnr"] and by_decode["fast", 80]["bpp"] > fast["bpp"]
+    text = (out / "perception.md").read_text()
+    assert "## quality 30" in text and "| 2step-s0.5 | 2 | 0.5 |" in text
+    assert (out / "perception.png").stat().st_size > 0 and (out / "perception.csv").exists()

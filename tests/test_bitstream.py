@@ -34,6 +34,7 @@ def make_header(**overrides: object) -> RDCHeader:
         "seed": 2**64 - 1,
         "num_inference_steps": 4,
         "quality": 37.12,
+        "strength": 0.75,
     }
     fields.update(overrides)
     return RDCHeader(**fields)
@@ -52,14 +53,15 @@ def with_crc(body: bytes) -> bytes:
 
 
 # Byte offsets in small_file() (docs/bitstream.md): a 20-byte prefix, the 4-byte name "tiny", then
-# seed (u64) | num_inference_steps (u16) | quality (u16, hundredths) | n_sections (u8).
+# seed (u64) | num_inference_steps (u16) | quality (u16, hundredths) | strength (u8, hundredths) | n_sections (u8).
 QUALITY_OFFSET = 20 + 4 + 8 + 2
+STRENGTH_OFFSET = QUALITY_OFFSET + 2
 
 
 def test_the_smallest_file_is_min_file_size_bytes() -> None:
-    """Empty name, one empty section: 20 + 13 (seed, steps, quality, count) + 4 (section length) + 4 (CRC)."""
+    """Empty name, one empty section: 20 + 14 (seed, steps, quality, strength, count) + 4 (section length) + 4 (CRC)."""
     data = encode_file(RDCFile(make_header(model_name=""), (b"",)))
-    assert len(data) == MIN_FILE_SIZE == 41
+    assert len(data) == MIN_FILE_SIZE == 42
     assert decode_file(data).sections == (b"",)
     with pytest.raises(RDCFormatError, match="truncated"):
         decode_file(data[:-1])
@@ -68,7 +70,21 @@ def test_the_smallest_file_is_min_file_size_bytes() -> None:
 def test_the_quality_sits_where_the_spec_puts_it() -> None:
     data = small_file()
     assert struct.unpack_from(">H", data, QUALITY_OFFSET) == (3712,)  # 37.12 in hundredths
-    assert data[QUALITY_OFFSET + 2] == 2  # the section count follows
+    assert data[STRENGTH_OFFSET] == 75  # 0.75 in hundredths
+    assert data[STRENGTH_OFFSET + 1] == 2  # the section count follows
+
+
+def test_a_version_2_file_reads_with_strength_1() -> None:
+    """Version 2 (rdc-diffusers 0.2.0) had no strength byte; its decoders always refined fully."""
+    body = small_file()[:-4]
+    version_2 = bytearray(body[:STRENGTH_OFFSET] + body[STRENGTH_OFFSET + 1 :])
+    version_2[4] = 2
+    decoded = decode_file(with_crc(bytes(version_2)))
+    assert decoded.header == make_header(model_name="tiny", strength=1.0)
+    assert decoded.sections == (b"yyyyyyyyyy", b"zzzz")
+    for n in range(len(version_2) + 4):
+        with pytest.raises(RDCFormatError):
+            decode_file(with_crc(bytes(version_2))[:n])
 
 
 def test_round_trip_with_several_sections() -> None:
@@ -142,7 +158,7 @@ def test_newer_version_is_refused_by_name() -> None:
 def test_a_version_1_file_names_the_retired_models() -> None:
     """Version 1 had no quality field: the single-rate models wrote it; this reader says so and what to do."""
     body = small_file()[:-4]
-    version_1 = bytearray(body[:QUALITY_OFFSET] + body[QUALITY_OFFSET + 2 :])  # the version 1 layout
+    version_1 = bytearray(body[:QUALITY_OFFSET] + body[STRENGTH_OFFSET + 1 :])  # the version 1 layout
     version_1[4] = 1
     with pytest.raises(RDCFormatError) as info:
         decode_file(with_crc(bytes(version_1)))
@@ -156,6 +172,21 @@ def test_the_quality_round_trips(quality: float) -> None:
     decoded = decode_file(encode_file(RDCFile(header, (b"y", b"z")))).header
     assert decoded.quality == quality
     assert isinstance(decoded.quality, float)
+
+
+@pytest.mark.parametrize("strength", [0, 0.01, 0.5, 1, 1.0])
+def test_the_strength_round_trips(strength: float) -> None:
+    decoded = decode_file(encode_file(RDCFile(make_header(strength=strength), (b"y", b"z")))).header
+    assert decoded.strength == strength
+    assert isinstance(decoded.strength, float)
+
+
+@pytest.mark.parametrize("stored", [101, 0xFF])
+def test_a_forged_strength_above_1_is_a_format_error(stored: int) -> None:
+    body = bytearray(small_file()[:-4])
+    body[STRENGTH_OFFSET] = stored
+    with pytest.raises(RDCFormatError, match="strength"):
+        decode_file(with_crc(bytes(body)))
 
 
 @pytest.mark.parametrize("stored", [10001, 0xFFFF])
@@ -223,6 +254,10 @@ def test_sealed_random_edits_raise_only_format_errors() -> None:
         {"quality": 37.123},  # files store hundredths: round first (rdc_diffusers.models.codec.check_quality)
         {"quality": float("nan")},
         {"quality": float("inf")},
+        {"strength": -0.01},
+        {"strength": 1.01},
+        {"strength": 0.555},
+        {"strength": float("nan")},
     ],
 )
 def test_encode_refuses_out_of_range_fields(overrides: dict) -> None:
@@ -254,7 +289,7 @@ def test_check_model_names_both_models() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [{"width": 12.0}, {"seed": True}, {"model_id": "0123456789abcdef"}, {"model_name": b"tiny"},
-     {"quality": True}, {"quality": "50"}, {"quality": None}],
+     {"quality": True}, {"quality": "50"}, {"quality": None}, {"strength": None}],
 )
 def test_encode_refuses_wrong_types(overrides: dict) -> None:
     with pytest.raises(TypeError):

@@ -159,6 +159,7 @@ def test_a_file_from_another_model_names_both(rdc, small_png, tiny_model_dir, ot
     ["--quality", "100.5"], ["--quality", "-1"], ["--quality", "nan"], ["--quality", "high"],
     ["--bpp", "0"], ["--bpp", "-0.1"], ["--bpp", "inf"],
     ["--size", "20XB"], ["--size", "0"], ["--size", "-5KB"], ["--size", "0.5B"], ["--size", "KB"],
+    ["--strength", "1.5"], ["--strength", "-0.5"], ["--strength", "nan"],
 ])
 def test_out_of_range_options_are_usage_errors(small_png, tiny_model_dir, tmp_path, capsys, option):
     with pytest.raises(SystemExit) as info:
@@ -167,6 +168,24 @@ def test_out_of_range_options_are_usage_errors(small_png, tiny_model_dir, tmp_pa
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"argument {option[0]}:" in err
     assert not (tmp_path / "a.rdc").exists()
+
+
+def test_strength_is_stored_by_compress_and_overridden_by_decompress(rdc, small_png, tiny_model_dir, tmp_path):
+    rdc_file = tmp_path / "s.rdc"
+    assert rdc("compress", small_png, "-o", rdc_file, "--model", tiny_model_dir, "--strength", "0.4").code == 0
+    assert decode_file(rdc_file.read_bytes()).header.strength == 0.4
+    assert "steps, strength 0.4 by default" in rdc("info", rdc_file).out
+
+    pipe = load_pipeline(tiny_model_dir)
+    for strength, expected in [(None, 0.4), ("0", 0), ("0.9", 0.9)]:
+        output = tmp_path / f"{strength}.png"
+        code, out, _ = rdc("decompress", rdc_file, "-o", output, "--model", tiny_model_dir,
+                           *([] if strength is None else ["--strength", strength]))
+        assert code == 0 and (("fast" in out) if expected == 0 else f"strength {expected:g}" in out), out
+        np.testing.assert_array_equal(np.asarray(Image.open(output)), np.asarray(
+            pipe.decompress(rdc_file.read_bytes(), strength=expected).images[0]))
+    run = rdc("decompress", rdc_file, "-o", tmp_path / "x.png", "--model", tiny_model_dir, "--fast", "--strength", "1")
+    assert "leave out --strength" in assert_one_line_error(run)
 
 
 # --- the rate: --quality, or rate control with --bpp / --size ------------------------------------------------

@@ -369,6 +369,57 @@ def test_the_step_count_stored_in_the_file_is_the_default(tiny_pipeline):
     np.testing.assert_array_equal(decode_np(tiny_pipeline, no_steps), decode_np(tiny_pipeline, no_steps, refine=False))
 
 
+# --- strength: the decode-time fidelity <-> realism knob ---------------------------------------------------------
+
+
+def test_strength_scales_the_sampled_residual(tiny_pipeline):
+    """x̂ = x_init + s·(refined − x_init): 0 is the fast decode, 1 the full sample, in between on the line."""
+    data = tiny_pipeline.compress(random_image(32, 48, seed=4), num_inference_steps=2)
+    fast = tiny_pipeline.decompress(data, refine=False, output_type="pt").images
+    full = tiny_pipeline.decompress(data, output_type="pt").images
+    assert not torch.equal(fast, full)
+
+    assert torch.equal(tiny_pipeline.decompress(data, strength=0, output_type="pt").images, fast)
+    assert torch.equal(tiny_pipeline.decompress(data, strength=1, output_type="pt").images, full)
+    for s in (0.25, 0.7):
+        out = tiny_pipeline.decompress(data, strength=s, output_type="pt").images
+        inside = (full > 0) & (full < 1)  # where the full decode was not clamped
+        torch.testing.assert_close(out[inside], (fast + s * (full - fast))[inside], atol=1e-5, rtol=0)
+    distances = [(tiny_pipeline.decompress(data, strength=s, output_type="pt").images - fast).abs().mean()
+                 for s in (0.25, 0.5, 1.0)]
+    assert distances[0] < distances[1] < distances[2]
+
+
+def test_the_strength_stored_in_the_file_is_the_default(tiny_pipeline, tmp_path):
+    image = random_image(32, 48, seed=5)
+    assert tiny_pipeline.config.default_strength == 1.0
+    assert decode_file(tiny_pipeline.compress(image)).header.strength == 1.0
+
+    data = tiny_pipeline.compress(image, strength=0.35)
+    assert decode_file(data).header.strength == 0.35
+    np.testing.assert_array_equal(decode_np(tiny_pipeline, data), decode_np(tiny_pipeline, data, strength=0.35))
+    assert not np.array_equal(decode_np(tiny_pipeline, data), decode_np(tiny_pipeline, data, strength=1))
+    assert decode_file(tiny_pipeline(image, strength=0.5).data[0]).header.strength == 0.5
+
+    pipe = RDCPipeline(codec=tiny_pipeline.codec, unet=tiny_pipeline.unet, scheduler=tiny_pipeline.scheduler,
+                       default_strength=0.8)
+    pipe.save_pretrained(tmp_path / "s08")
+    assert decode_file(load_pipeline(tmp_path / "s08").compress(image)).header.strength == 0.8
+
+
+@pytest.mark.parametrize("strength, error", [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
+                                             ("1", TypeError), (True, TypeError)])
+def test_a_bad_strength_is_refused(tiny_pipeline, strength, error):
+    data = tiny_pipeline.compress(random_image(16, 16))
+    with pytest.raises(error, match="strength"):
+        tiny_pipeline.compress(random_image(16, 16), strength=strength)
+    with pytest.raises(error, match="strength"):
+        tiny_pipeline.decompress(data, strength=strength)
+    with pytest.raises(error, match="strength"):
+        RDCPipeline(codec=tiny_pipeline.codec, unet=tiny_pipeline.unet, scheduler=tiny_pipeline.scheduler,
+                    default_strength=strength)
+
+
 def test_a_callback_can_replace_the_residual(tiny_pipeline):
     data = tiny_pipeline.compress(random_image(48, 80), num_inference_steps=3)
 

@@ -1,6 +1,7 @@
 """rdc-diffusers: perceptual image and video compression with a latent-conditioned residual diffusion decoder."""
 
 from .errors import (
+    DecompressionBombError,
     RateTargetError,
     RDCError,
     RDCFormatError,
@@ -17,6 +18,7 @@ from .pipelines.pipeline_rdc_video import RDCVideoPipeline, RDCVideoPipelineOutp
 __version__ = "0.2.0"
 
 __all__ = [
+    "DecompressionBombError",
     "RDCCodec",
     "RDCError",
     "RDCFormatError",

@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 MAGIC = b"\x89RDC"  # the 0x89 high byte keeps text tools from taking the file for text, like PNG
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+OLDEST_READ_VERSION = 2
+"""Version 2 lacks the strength byte; it reads as strength 1 (what every version-2 decoder did)."""
 RETIRED_VERSIONS = {
     1: "version 1 files were written by the retired single-rate models rdc-bsds-q1, rdc-bsds-q3 and rdc-bsds-q5; "
        "decode them with rdc-diffusers 0.1 (pip install 'rdc-diffusers<0.2')",
@@ -41,16 +43,19 @@ MODES: tuple[str, ...] = (
 MODEL_ID_SIZE = 8
 MAX_NAME_BYTES = 255
 MAX_SECTIONS = 255
-QUALITY_SCALE = 100  # the quality is stored in hundredths
+QUALITY_SCALE = 100  # the quality and the strength are stored in hundredths
 MAX_QUALITY_STORED = 100 * QUALITY_SCALE
+MAX_STRENGTH_STORED = 1 * QUALITY_SCALE
 
 # magic | version | flags | width | height | mode | model_id | name_len
 _PREFIX = struct.Struct(">4sBBHHB8sB")
-# seed | num_inference_steps | quality (hundredths) | n_sections
-_MIDDLE = struct.Struct(">QHHB")
+# seed | num_inference_steps | quality (hundredths) | strength (hundredths) | n_sections
+_MIDDLE = struct.Struct(">QHHBB")
+_MIDDLE_V2 = struct.Struct(">QHHB")
 _U32 = struct.Struct(">I")
 # The smallest well-formed file: empty name, one empty section.
 MIN_FILE_SIZE = _PREFIX.size + _MIDDLE.size + _U32.size + _U32.size
+_MIN_FILE_SIZE_V2 = MIN_FILE_SIZE - 1
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class RDCHeader:
     seed: int  # sampling seed for refinement, 0 <= seed < 2**64
     num_inference_steps: int  # default refinement steps, 0..65535
     quality: float  # the codec's rate setting, 0..100 in steps of 0.01 (stored as u16 hundredths)
+    strength: float = 1.0  # default refinement strength, 0..1 in steps of 0.01 (u8 hundredths; version 3 on)
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,8 @@ def encode_file(file: RDCFile) -> bytes:
         raise ValueError(f"model_name must be at most {MAX_NAME_BYTES} utf-8 bytes, got {len(name)}")
     seed = check_int("seed", h.seed, 0, 2**64 - 1)
     steps = check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
-    if isinstance(h.quality, bool) or not isinstance(h.quality, (int, float)):
-        raise TypeError(f"quality must be a number, got {type(h.quality).__name__}")
-    in_range = 0 <= h.quality <= MAX_QUALITY_STORED / QUALITY_SCALE  # also refuses NaN and infinities
-    quality = round(h.quality * QUALITY_SCALE) if in_range else -1
-    if not in_range or abs(quality - h.quality * QUALITY_SCALE) > 1e-6:
-        raise ValueError(f"quality must be in 0..100 in steps of 0.01, got {h.quality!r}")
+    quality = check_hundredths("quality", h.quality, MAX_QUALITY_STORED)
+    strength = check_hundredths("strength", h.strength, MAX_STRENGTH_STORED)
     sections = [bytes(s) for s in file.sections]
     if not 1 <= len(sections) <= MAX_SECTIONS:
         raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS} sections, got {len(sections)}")
@@ -120,8 +122,19 @@ def encode_file(file: RDCFile) -> bytes:
         _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, width, height, MODES.index(h.mode), bytes(h.model_id), len(name))
     )
     body += name
-    body += _MIDDLE.pack(seed, steps, quality, len(sections))
+    body += _MIDDLE.pack(seed, steps, quality, strength, len(sections))
     return seal(body, sections)
+
+
+def check_hundredths(name: str, value: object, stored_max: int) -> int:
+    """``value`` in hundredths as stored, if it is a number in ``0..stored_max/100`` in steps of 0.01."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    in_range = 0 <= value <= stored_max / QUALITY_SCALE  # also refuses NaN and infinities
+    stored = round(value * QUALITY_SCALE) if in_range else -1
+    if not in_range or abs(stored - value * QUALITY_SCALE) > 1e-6:
+        raise ValueError(f"{name} must be in 0..{stored_max // QUALITY_SCALE} in steps of 0.01, got {value!r}")
+    return stored
 
 
 def seal(body: bytearray, sections: list[bytes]) -> bytes:
@@ -142,7 +155,9 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     The CRC is checked before any field past the version is trusted, so corruption is reported
     as corruption rather than as whatever nonsense the flipped field happens to spell.
     """
-    body = verified_body(data, MAGIC, FORMAT_VERSION, MIN_FILE_SIZE, ".rdc", retired=RETIRED_VERSIONS)
+    body = verified_body(data, MAGIC, FORMAT_VERSION, _MIN_FILE_SIZE_V2, ".rdc", retired=RETIRED_VERSIONS,
+                         oldest=OLDEST_READ_VERSION)
+    middle = _MIDDLE if body[len(MAGIC)] == FORMAT_VERSION else _MIDDLE_V2
 
     # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
     _, _, flags, width, height, mode_index, model_id, name_len = _PREFIX.unpack_from(body, 0)
@@ -153,17 +168,22 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     if mode_index >= len(MODES):
         raise RDCFormatError(f"unknown image mode index {mode_index}")
     pos = _PREFIX.size
-    if pos + name_len + _MIDDLE.size > len(body):
+    if pos + name_len + middle.size > len(body):
         raise RDCFormatError("model name runs past the end of the header")
     try:
         model_name = body[pos : pos + name_len].decode("utf-8")
     except UnicodeDecodeError:
         raise RDCFormatError("model name is not valid utf-8") from None
     pos += name_len
-    seed, steps, quality, n_sections = _MIDDLE.unpack_from(body, pos)
-    pos += _MIDDLE.size
+    if middle is _MIDDLE:
+        seed, steps, quality, strength, n_sections = middle.unpack_from(body, pos)
+    else:
+        (seed, steps, quality, n_sections), strength = middle.unpack_from(body, pos), MAX_STRENGTH_STORED
+    pos += middle.size
     if quality > MAX_QUALITY_STORED:
         raise RDCFormatError(f"quality {quality / QUALITY_SCALE:g} is outside 0..100")
+    if strength > MAX_STRENGTH_STORED:
+        raise RDCFormatError(f"strength {strength / QUALITY_SCALE:g} is outside 0..1")
     if n_sections == 0:
         raise RDCFormatError("file has no sections")
     sections = read_sections(body, pos, n_sections)
@@ -177,15 +197,17 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
         seed=seed,
         num_inference_steps=steps,
         quality=quality / QUALITY_SCALE,
+        strength=strength / QUALITY_SCALE,
     )
     return RDCFile(header=header, sections=sections)
 
 
 def verified_body(data: bytes | bytearray | memoryview, magic: bytes, version: int, minimum: int, kind: str,
-                  foreign_hint: str = "", retired: dict[int, str] | None = None) -> bytes:
+                  foreign_hint: str = "", retired: dict[int, str] | None = None, oldest: int | None = None) -> bytes:
     """The checks both formats open with (type, magic, length, version, CRC); returns the bytes before the CRC.
 
-    The version is checked before the CRC because a newer version may lay the file out differently.
+    Versions ``oldest..version`` are read (default: ``version`` only). The version is checked before the CRC
+    because a newer version may lay the file out differently.
     """
     if isinstance(data, memoryview):
         data = data.tobytes()
@@ -205,7 +227,7 @@ def verified_body(data: bytes | bytearray | memoryview, magic: bytes, version: i
                              f"{retired[found]}")
     if found > version:
         raise RDCFormatError(f"written by a newer format version {found}; this reader supports {version}")
-    if found != version:
+    if found < (version if oldest is None else oldest):
         raise RDCFormatError(f"unknown format version {found}; this reader supports {version}")
     (stored_crc,) = _U32.unpack_from(data, len(data) - _U32.size)
     body = data[: -_U32.size]

@@ -69,6 +69,14 @@ def parse_quality(text: str) -> float:
     return value
 
 
+def parse_strength(text: str) -> float:
+    """argparse type: a refinement strength in 0..1 (the pipeline rounds it to hundredths)."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in 0..1 (0: the fast decode, 1: full refinement), got {text}")
+    return value
+
+
 def parse_bpp(text: str) -> float:
     """argparse type: a positive bits-per-pixel target."""
     value = _number(text)
@@ -98,6 +106,21 @@ def parse_size(text: str) -> int:
     return size
 
 
+def parse_pixels(text: str) -> float:
+    """argparse type: a positive pixel count, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return math.inf
+    value = _number(text)
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels (or 'none'), got {text}")
+    return value
+
+
+MAX_PIXELS_OPTION = {"type": parse_pixels, "default": None, "metavar": "N",
+                     "help": "largest image (or video frame) to code or decode, in pixels, checked before any work; "
+                             "'none' for no limit (default: rdc_diffusers.limits.MAX_IMAGE_PIXELS, 33.2 MP)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .pretrained import DEFAULT_MODEL
 
@@ -113,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     compress.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
     compress.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
+    compress.add_argument("--strength", type=parse_strength, default=None, metavar="S",
+                          help="default refinement strength stored in the file, 0..1 (0: the fast decode, 1: the "
+                               "full diffusion sample; default: the model's)")
     rate = compress.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=parse_quality, default=None, metavar="Q",
                       help="rate setting 0..100, in hundredths (higher: more bytes and fidelity; default: the "
@@ -123,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rate control: the highest quality whose file is at most S bytes (per image), "
                            "e.g. 20000, 20KB, 1.5MB, 20KiB (KB = 1000 bytes, KiB = 1024)")
     compress.add_argument("--force", action="store_true", help="overwrite an existing output")
+    compress.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
     decompress = sub.add_parser("decompress", help=".rdc file -> image")
     decompress.add_argument("input", type=Path)
@@ -130,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     decompress.add_argument("--fast", action="store_true", help="fidelity decoder only (no diffusion)")
     decompress.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
+    decompress.add_argument("--strength", type=parse_strength, default=None, metavar="S",
+                            help="fidelity <-> realism, 0..1: how much of the sampled detail to add (0: the fast "
+                                 "decode, 1: all of it; default: from the file)")
     decompress.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                             help="sampler (default: the model's own scheduler)")
     decompress.add_argument("--force", action="store_true", help="overwrite an existing output")
+    decompress.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
     video = sub.add_parser("compress-video", help="clip (mp4, y4m, ... or a folder of frames) -> .rdcv file")
     video.add_argument("input", type=Path, help="a video file PyAV can read, or a folder of frame images")
@@ -147,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--quality", type=parse_quality, default=None, metavar="Q",
                        help="the model's video quality only (its P-frame codec has a single rate; default: that one)")
     video.add_argument("--force", action="store_true", help="overwrite an existing output")
+    video.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
     unvideo = sub.add_parser("decompress-video", help=".rdcv file -> mp4 (and PNG frames)")
     unvideo.add_argument("input", type=Path)
@@ -160,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     unvideo.add_argument("--temporal-noise", choices=["shared", "independent"], default="shared",
                          help="refinement noise: one field for every frame (default), or new per frame")
     unvideo.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    unvideo.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
     info = sub.add_parser("info", help="print the header of an .rdc or .rdcv file")
     info.add_argument("input", type=Path)
@@ -256,7 +289,8 @@ def compress_image(pipe, image, args: argparse.Namespace) -> dict:
 
     record = {"width": image.width, "height": image.height}
     try:
-        data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps,
+        data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps, strength=args.strength,
+                             max_pixels=args.max_pixels,
                              **rate_options(args, image.width, image.height))
     except RateTargetError as err:
         return record | {"error": str(err)}
@@ -432,20 +466,26 @@ def run_plot(args: argparse.Namespace) -> None:
 
 
 def run_decompress(args: argparse.Namespace) -> None:
-
     from .bitstream import decode_file
+    from .limits import check_decode_size
 
+    if args.fast and args.strength is not None:
+        raise CLIError("--fast decodes without refinement: leave out --strength (or use --strength 0)")
     check_output(args.output, args.force)
     fmt = _format_for(args.output)
     data = read_bytes(args.input)
-    header = decode_file(data).header  # a broken file fails before a model is loaded
+    header = decode_file(data).header  # a broken file (or a bomb) fails before a model is loaded
+    check_decode_size(header.width, header.height, args.max_pixels)
     pipe = load_pipeline(args.model)
     use_scheduler(pipe, args.scheduler)
-    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps)
+    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
+                          max_pixels=args.max_pixels)
     image = out.images[0]
     write_atomically(args.output, lambda p: image.save(p, format=fmt))
     steps = header.num_inference_steps if args.steps is None else args.steps
-    how = "fast" if args.fast or steps == 0 else f"refined, {steps} steps of {type(pipe.scheduler).__name__}"
+    strength = header.strength if args.strength is None else args.strength
+    how = "fast" if args.fast or steps == 0 or strength == 0 else (
+        f"refined, {steps} steps of {type(pipe.scheduler).__name__}, strength {strength:g}")
     print(f"{args.output}: {image.width}x{image.height} {image.mode}, {how}")
 
 
@@ -470,6 +510,7 @@ def run_compress_video(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     try:
         data = pipe.compress(clip.frames, fps=clip.fps, gop_size=args.gop, quality=args.quality, seed=args.seed,
+                             max_pixels=args.max_pixels,
                              num_inference_steps=args.steps)
     except ValueError as err:
         if isinstance(err, RDCError):  # a bad clip: main reports it as such
@@ -483,6 +524,7 @@ def run_compress_video(args: argparse.Namespace) -> None:
 
 
 def run_decompress_video(args: argparse.Namespace) -> None:
+    from .limits import check_decode_size
     from .video_bitstream import decode_video_file
     from .video_io import check_video_target, write_frames, write_video
 
@@ -490,12 +532,13 @@ def run_decompress_video(args: argparse.Namespace) -> None:
     if args.frames_dir is not None and args.frames_dir.exists() and any(args.frames_dir.iterdir()) and not args.force:
         raise CLIError(f"{args.frames_dir} is not empty (use --force to overwrite)")
     data = read_bytes(args.input)
-    header = decode_video_file(data).header  # a broken file fails before a model is loaded
+    header = decode_video_file(data).header  # a broken file (or a bomb) fails before a model is loaded
+    check_decode_size(header.width, header.height, args.max_pixels, what="the clip (per frame)")
     check_video_target(args.output, header.width, header.height)  # and an unwritable output before decoding
     pipe = load_pipeline(args.model, video=True)
     pipe.set_progress_bar_config(disable=True)
     use_scheduler(pipe, args.scheduler)
-    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps,
+    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, max_pixels=args.max_pixels,
                           temporal_noise=args.temporal_noise)
     write_video(args.output, out.frames, out.fps, force=args.force)
     if args.frames_dir is not None:
@@ -519,7 +562,7 @@ def run_info(args: argparse.Namespace) -> None:
     print(f"image:       {h.width}x{h.height}, original mode {h.mode}")
     print(f"quality:     {h.quality:g}")
     print(f"model:       {h.model_name} (id {h.model_id.hex()})")
-    print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps by default")
+    print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps, strength {h.strength:g} by default")
     print(f"sections:    {', '.join(str(len(s)) for s in file.sections)} bytes")
 
 

@@ -107,6 +107,19 @@ def rate_options(quality, target_bpp) -> dict:
         raise _error(f"The quality must be a number in 0..100, got {quality!r}.") from err
 
 
+def strength_option(strength) -> float | None:
+    """The strength from the page or the API, rounded as files store it; None (the model's default) stays None."""
+    from .pipelines.pipeline_rdc import check_strength
+
+    if strength is None:
+        return None
+    try:
+        return check_strength(strength)
+    except (TypeError, ValueError) as err:
+        raise _error(f"The strength must be a number in 0..1 (0: the fast decode, 1: full refinement), "
+                     f"got {strength!r}.") from err
+
+
 def _error(message: str) -> Exception:
     import gradio as gr
 
@@ -145,25 +158,29 @@ def progress_callback(progress: Callable, steps: int) -> Callable:
     return callback
 
 
-def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | None, progress: Callable) -> dict:
-    """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds."""
+def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | None, strength: float | None,
+                progress: Callable) -> dict:
+    """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds.
+    ``steps`` and ``strength`` None: as stored in the file."""
     import diffusers
 
     from .bitstream import decode_file
 
     header = decode_file(data).header
     steps = header.num_inference_steps if steps is None else steps
-    out = {"header": header, "steps": steps}
+    strength = header.strength if strength is None else strength
+    out = {"header": header, "steps": steps, "strength": strength}
     with pipe._demo_lock:
         start = time.perf_counter()
         out[FAST] = pipe.decompress(data, refine=False).images[0]
         out["decode_fast_s"] = time.perf_counter() - start
-        if decode == REFINED and steps > 0:
+        if decode == REFINED and steps > 0 and strength > 0:
             pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe._demo_scheduler_config)
             progress((0, steps), desc="refining")
             start = time.perf_counter()
             out[REFINED] = pipe.decompress(
-                data, num_inference_steps=steps, callback_on_step_end=progress_callback(progress, steps)
+                data, num_inference_steps=steps, strength=strength,
+                callback_on_step_end=progress_callback(progress, steps),
             ).images[0]
             out["decode_refined_s"] = time.perf_counter() - start
     return out
@@ -180,7 +197,8 @@ def stats_table(stats: dict) -> str:
     for name in (FAST, REFINED):
         if name in stats["decodes"]:
             d = stats["decodes"][name]
-            label = name if name == FAST else f"refined ({stats['scheduler']}, {_steps(stats['steps'])})"
+            label = name if name == FAST else (
+                f"refined ({stats['scheduler']}, {_steps(stats['steps'])}, strength {stats['strength']:g})")
             psnr, lpips = d.get("psnr"), d.get("lpips")
             rows.append(f"| {label} | {'' if psnr is None else f'{psnr:.2f}'} | "
                         f"{'' if lpips is None else f'{lpips:.3f}'} | {d['time_s']:.2f} |")
@@ -217,35 +235,38 @@ def build_demo(
     workdir = Path(tempfile.mkdtemp(prefix="rdc-demo-"))
     # progress=gr.Progress() below is how Gradio injects its progress tracker (hence the B008 exemptions).
 
-    def compress(image_path, model, quality, target_bpp, scheduler, steps, seed, decode,
+    def compress(image_path, model, quality, target_bpp, scheduler, steps, strength, seed, decode,
                  progress=gr.Progress()):  # noqa: B008
         """Compress an image at a quality (or the highest one within a target bpp), then decode the bytes fast
         and (optionally) refined."""
         if not image_path:
             raise _error("Please upload an image first.")
         rate = rate_options(quality, target_bpp)
+        strength = strength_option(strength)
         check_upload(image_path, max_upload_mb)
         image = open_upload(image_path, max_pixels)
         pipe = load_pipeline(choices[model])
         start = time.perf_counter()
         try:
-            data = pipe.compress(image, seed=int(seed), num_inference_steps=int(steps), **rate)
+            data = pipe.compress(image, seed=int(seed), num_inference_steps=int(steps), strength=strength, **rate)
         except RateTargetError as err:
             raise _error(f"Cannot reach {target_bpp:g} bpp: {err}. Raise the target or leave it empty.") from err
         encode_s = time.perf_counter() - start
         rdc_path = Path(tempfile.mkdtemp(dir=workdir)) / f"{Path(image_path).stem}.rdc"  # the user's file name
         rdc_path.write_bytes(data)
-        decoded = decode_both(pipe, data, decode, scheduler, int(steps), progress)
+        decoded = decode_both(pipe, data, decode, scheduler, int(steps), strength, progress)
         stats = _stats(model, data, decoded, scheduler, encode_s, image, rate.get("target_bpp"))
         return _results(image, decoded, stats, str(rdc_path))
 
-    def decompress(rdc_path, model, scheduler, steps, decode, progress=gr.Progress()):  # noqa: B008
-        """Decode an uploaded .rdc file; the model named in its header is used when the demo has it."""
+    def decompress(rdc_path, model, scheduler, steps, strength, decode, progress=gr.Progress()):  # noqa: B008
+        """Decode an uploaded .rdc file; the model named in its header is used when the demo has it. Steps and
+        strength below 0: as stored in the file."""
         from .bitstream import decode_file
 
         if not rdc_path:
             raise _error("Please upload an .rdc file first.")
         check_upload(rdc_path, max_upload_mb)
+        strength = None if isinstance(strength, (int, float)) and strength < 0 else strength_option(strength)
         data = Path(rdc_path).read_bytes()
         try:
             header = decode_file(data).header
@@ -255,7 +276,7 @@ def build_demo(
                 raise _error(f"The file holds a {header.width}x{header.height} image; this demo decodes up to "
                              f"{max_pixels / 1e6:.3g} MP.")
             decoded = decode_both(load_pipeline(choices[model]), data, decode, scheduler,
-                                  None if steps is None or steps < 0 else int(steps), progress)
+                                  None if steps is None or steps < 0 else int(steps), strength, progress)
         except RDCError as err:
             raise _error(f"Cannot decode this file: {err}") from err
         stats = _stats(model, data, decoded, scheduler, None, None)
@@ -271,14 +292,17 @@ def build_demo(
         )
         with gr.Row():
             model = gr.Dropdown(list(choices), value=default_model, label="Model")
-            quality = gr.Slider(0, 100, value=_default_quality(choices[default_model]), step=0.01,
+            default_steps, default_quality, default_strength = model_defaults(choices[default_model])
+            quality = gr.Slider(0, 100, value=default_quality, step=0.01,
                                 label="Quality (0-100, stored in the file)")
             target_bpp = gr.Number(0, minimum=0, step=0.01,
                                    label="Target bpp (0: use the quality; above 0: rate control, overrides it)")
         with gr.Row():
             scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")
-            steps = gr.Slider(0, MAX_STEPS, value=_default_steps(choices[default_model]), step=1,
+            steps = gr.Slider(0, MAX_STEPS, value=default_steps, step=1,
                               label="Refinement steps (stored in the file)")
+            strength = gr.Slider(0, 1, value=default_strength, step=0.01,
+                                 label="Strength (0: fast, 1: full detail; stored in the file)")
             seed = gr.Number(0, precision=0, minimum=0, label="Seed (stored in the file)")
             decode = gr.Radio([REFINED, FAST], value=REFINED, label="Decode")
         with gr.Tab("Compress an image"):
@@ -295,6 +319,7 @@ def build_demo(
                 rdc_in = gr.File(label=".rdc file", file_types=[".rdc"], type="filepath")
                 with gr.Column():
                     file_steps = gr.Number(-1, precision=0, label="Steps (-1: as stored in the file)")
+                    file_strength = gr.Number(-1, step=0.01, maximum=1, label="Strength (-1: as stored in the file)")
                     run_decode = gr.Button("Decode", variant="primary")
         stats_md = gr.Markdown(elem_id="rdc-stats")
         with gr.Row():
@@ -307,23 +332,20 @@ def build_demo(
             stats_json = gr.JSON(label="measurements")
 
         outputs = [original, fast, refined, slider, stats_md, stats_json, rdc_out]
-        run.click(compress, [image_in, model, quality, target_bpp, scheduler, steps, seed, decode], outputs,
+        run.click(compress, [image_in, model, quality, target_bpp, scheduler, steps, strength, seed, decode], outputs,
                   api_name="compress", concurrency_id="rdc")
-        run_decode.click(decompress, [rdc_in, model, scheduler, file_steps, decode], outputs,
+        run_decode.click(decompress, [rdc_in, model, scheduler, file_steps, file_strength, decode], outputs,
                          api_name="decompress", concurrency_id="rdc")
-        model.change(lambda m: (_default_steps(choices[m]), _default_quality(choices[m])), model, [steps, quality],
-                     api_visibility="private")
+        model.change(lambda m: model_defaults(choices[m]), model, [steps, quality, strength], api_visibility="private")
     demo.queue(max_size=32, default_concurrency_limit=concurrency_limit)
     demo.max_upload_mb = max_upload_mb
     return demo
 
 
-def _default_steps(name_or_path: str) -> int:
-    return int(load_pipeline(name_or_path).config.default_num_inference_steps)
-
-
-def _default_quality(name_or_path: str) -> float:
-    return float(load_pipeline(name_or_path).config.default_quality)
+def model_defaults(name_or_path: str) -> tuple[int, float, float]:
+    """The model's default steps, quality and strength: what the sliders show when it is chosen."""
+    config = load_pipeline(name_or_path).config
+    return int(config.default_num_inference_steps), float(config.default_quality), float(config.default_strength)
 
 
 def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: float | None, original,
@@ -340,6 +362,7 @@ def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: flo
         "seed": header.seed,
         "scheduler": scheduler,
         "steps": decoded["steps"],
+        "strength": decoded["strength"],
         "encode_s": encode_s,
         "decodes": {},
     }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "RDCError", "RDCFormatError", "RDCModelMismatchError", "RateTargetError", "UnsupportedImageError",
-    "UnsupportedVideoError",
+    "DecompressionBombError", "RDCError", "RDCFormatError", "RDCModelMismatchError", "RateTargetError",
+    "UnsupportedImageError", "UnsupportedVideoError",
 ]
 
 
@@ -14,6 +14,10 @@ class RDCError(Exception):
 
 class RDCFormatError(RDCError, ValueError):
     """The bytes are not a valid .rdc file (truncated, corrupted, foreign, unsupported version)."""
+
+
+class DecompressionBombError(RDCFormatError):
+    """A file whose header claims more pixels than the limit (``rdc_diffusers.limits``): refused before decoding."""
 
 
 class RDCModelMismatchError(RDCFormatError):

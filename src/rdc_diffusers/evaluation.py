@@ -172,11 +172,12 @@ def evaluate_pipeline(
 
     Returns:
         One record per image, quality and decode (in that nesting): ``image, method, decode, quality, scheduler,
-        steps, width, height, bytes, bpp, psnr, ms_ssim, lpips, patches, encode_s, decode_s`` (+ the private
-        features, see the module doc). ``quality`` is the one the file's header stores (rounded to hundredths);
-        ``steps`` is 0 for an unrefined decode and ``scheduler`` then ``None``; ``encode_s`` is the same single
-        encode for every decode of an image at one quality. :func:`group_name` keys them
-        ``"<method>/<decode>@q<quality>"`` and :func:`curve_name` puts all qualities of one decode on one curve.
+        steps, strength, width, height, bytes, bpp, psnr, ms_ssim, lpips, patches, encode_s, decode_s`` (+ the
+        private features, see the module doc). ``quality`` is the one the file's header stores (rounded to
+        hundredths); ``steps`` and ``strength`` are 0 for an unrefined decode and ``scheduler`` then ``None``;
+        ``encode_s`` is the same single encode for every decode of an image at one quality. :func:`group_name`
+        keys them ``"<method>/<decode>@q<quality>"`` and :func:`curve_name` puts all qualities of one decode on
+        one curve.
     """
     for name, kwargs in decodes.items():
         bad = [k for k in _RESERVED_DECODE_KEYS if k in kwargs]
@@ -202,7 +203,7 @@ def evaluate_pipeline(
             start = time.perf_counter()
             data = pipe.compress(image, quality=wanted, seed=seed)
             encode_s = time.perf_counter() - start
-            stored = decode_file(data).header.quality
+            header = decode_file(data).header
             for name, kwargs in decodes.items():
                 start = time.perf_counter()
                 decoded = pipe.decompress(data, output_type="pt", **kwargs).images
@@ -210,13 +211,16 @@ def evaluate_pipeline(
                 refined = kwargs.get("refine", True)
                 steps = kwargs.get("num_inference_steps")
                 steps = (default_steps if steps is None else steps) if refined else 0
+                strength = kwargs.get("strength", header.strength) if steps > 0 else 0.0
+                steps = steps if strength > 0 else 0
                 record = {
                     "image": path.name,
                     "method": method,
                     "decode": name,
-                    "quality": stored,
+                    "quality": header.quality,
                     "scheduler": type(pipe.scheduler).__name__ if steps > 0 else None,
                     "steps": steps,
+                    "strength": strength,
                     "width": width,
                     "height": height,
                     "bytes": len(data),
@@ -226,7 +230,7 @@ def evaluate_pipeline(
                     "decode_s": decode_s,
                 }
                 records.append(record)
-                _say(log, f"{method}/{name}@q{format_quality(stored)} {path.name}: {record['bpp']:.4f} bpp, "
+                _say(log, f"{method}/{name}@q{format_quality(header.quality)} {path.name}: {record['bpp']:.4f} bpp, "
                           f"{record['psnr']:.2f} dB, LPIPS {record['lpips']:.4f}, decode {decode_s:.2f} s")
     return records
 

@@ -19,7 +19,8 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import Tensor, nn
 
-from .entropy_coded import EntropyCodedModel
+from ..tiling import OVERLAP, tiled
+from .entropy_coded import EntropyCodedModel, code_y, hyperprior_decompress, hyperprior_side
 
 MIN_QUALITY, MAX_QUALITY = 0.0, 100.0
 QUALITY_DECIMALS = 2
@@ -147,26 +148,26 @@ class RDCCodec(EntropyCodedModel):
         return {"x_init": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
-    def analyse(self, x: Tensor) -> dict:
+    def analyse(self, x: Tensor, tile_size: int | None = None) -> dict:
         """Everything of the encoder that does not depend on the quality: ``y``, ẑ's string and ``(μ, σ)``.
 
         Rate control codes the same image at several qualities; it runs this once and
-        :meth:`code_latent` per quality.
+        :meth:`code_latent` per quality. ``tile_size`` (pixels, a multiple of 64): run ``g_a`` over tiles of
+        that size (see :mod:`rdc_diffusers.tiling`), bounding its memory.
         """
         self.ensure_entropy_tables()
-        y = self.g_a(x)
-        z = self.h_a(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
-        return {"y": y, "z_strings": z_strings, "shape": z.size()[-2:], "scales": scales_hat, "means": means_hat}
+        if tile_size is None:
+            y = self.g_a(x)
+        else:
+            y = tiled(self.g_a, [x], scales=[1], out_scale=16, **self.tiles(tile_size))
+        z_strings, shape, scales_hat, means_hat = hyperprior_side(self, y)
+        return {"y": y, "z_strings": z_strings, "shape": shape, "scales": scales_hat, "means": means_hat}
 
     @torch.no_grad()
     def code_latent(self, analysis: dict, quality: float) -> dict:
         """rANS-code the latent of an :meth:`analyse` result at ``quality``: ``{"strings": [y, z], "shape"}``."""
         gain, _ = self.gains(check_quality(quality))
-        indexes = self.gaussian_conditional.build_indexes(analysis["scales"] * gain)
-        y_strings = self.gaussian_conditional.compress((analysis["y"] - analysis["means"]) * gain, indexes)
+        y_strings = code_y(self, analysis["y"], analysis["scales"], analysis["means"], gain)
         return {"strings": [y_strings, analysis["z_strings"]], "shape": analysis["shape"]}
 
     @torch.no_grad()
@@ -175,15 +176,21 @@ class RDCCodec(EntropyCodedModel):
         return self.code_latent(self.analyse(x), quality)
 
     @torch.no_grad()
-    def decompress(self, strings: list, shape, quality: float) -> dict:
-        """Inverse of :meth:`compress`: ``{"x_init": g_s(ŷ) clamped to [0, 1], "y_hat": ŷ}``."""
+    def decompress(self, strings: list, shape, quality: float, tile_size: int | None = None) -> dict:
+        """Inverse of :meth:`compress`: ``{"x_init": g_s(ŷ) clamped to [0, 1], "y_hat": ŷ}``; ``tile_size`` as in
+        :meth:`analyse`, for ``g_s``."""
         self.ensure_entropy_tables()
-        gain, inverse_gain = self.gains(check_quality(quality))
-        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
-        indexes = self.gaussian_conditional.build_indexes(scales_hat * gain)
-        y_hat = self.gaussian_conditional.decompress(strings[0], indexes) * inverse_gain + means_hat
-        return {"x_init": self.g_s(y_hat).clamp_(0, 1), "y_hat": y_hat}
+        y_hat = hyperprior_decompress(self, strings, shape, *self.gains(check_quality(quality)))
+        if tile_size is None:
+            x_init = self.g_s(y_hat)
+        else:
+            x_init = tiled(self.g_s, [y_hat], scales=[16], out_scale=1, **self.tiles(tile_size))
+        return {"x_init": x_init.clamp_(0, 1), "y_hat": y_hat}
+
+    def tiles(self, tile_size: int) -> dict:
+        """Tiling of the transforms: ``tile_size`` pixels seeing 128 more on each side (the 64 dropped exceed the
+        reach of ``g_a`` and ``g_s``, so the tiles agree up to float rounding)."""
+        return {"tile": tile_size, "overlap": min(OVERLAP, tile_size), "align": self.alignment}
 
     @torch.no_grad()
     def latent(self, x: Tensor, quality: float) -> Tensor:

@@ -18,7 +18,8 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-__all__ = ["EntropyCodedModel", "hyperprior_compress", "hyperprior_decompress", "hyperprior_forward"]
+__all__ = ["EntropyCodedModel", "code_y", "hyperprior_compress", "hyperprior_decompress", "hyperprior_forward",
+           "hyperprior_side"]
 
 # Buffers holding the entropy coder's tables; they are empty until `update()` and change size with it.
 _ENTROPY_BUFFERS = {
@@ -114,19 +115,39 @@ def hyperprior_forward(m: nn.Module, y: Tensor) -> tuple[Tensor, dict[str, Tenso
     return quantize_ste(y - means_hat) + means_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
 
-def hyperprior_compress(m: nn.Module, y: Tensor) -> tuple[list, torch.Size]:
-    """rANS-code ``y`` (and its side information z): ``([y_strings, z_strings], ẑ size)``."""
+def hyperprior_side(m: nn.Module, y: Tensor) -> tuple[list, torch.Size, Tensor, Tensor]:
+    """Encoder half of the side information: z's strings, ẑ's size, and the ``(σ, μ)`` of y the decoder will see."""
     z = m.h_a(y)
     z_strings = m.entropy_bottleneck.compress(z)
-    z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-    scales_hat, means_hat = m.h_s(z_hat).chunk(2, 1)
-    indexes = m.gaussian_conditional.build_indexes(scales_hat)
-    return [m.gaussian_conditional.compress(y, indexes, means=means_hat), z_strings], z.size()[-2:]
+    return (z_strings, z.size()[-2:], *hyperprior_params(m, z_strings, z.size()[-2:]))
 
 
-def hyperprior_decompress(m: nn.Module, strings: list, shape) -> Tensor:
-    """Inverse of :func:`hyperprior_compress`: ``ŷ``."""
-    z_hat = m.entropy_bottleneck.decompress(strings[1], shape)
+def hyperprior_params(m: nn.Module, z_strings: list, shape) -> tuple[Tensor, Tensor]:
+    """Decode ẑ and predict the scales and means of y from it (what encoder and decoder both compute)."""
+    z_hat = m.entropy_bottleneck.decompress(z_strings, shape)
     scales_hat, means_hat = m.h_s(z_hat).chunk(2, 1)
-    indexes = m.gaussian_conditional.build_indexes(scales_hat)
-    return m.gaussian_conditional.decompress(strings[0], indexes, means=means_hat)
+    return scales_hat, means_hat
+
+
+def hyperprior_compress(m: nn.Module, y: Tensor, gain: Tensor | float = 1.0) -> tuple[list, torch.Size]:
+    """rANS-code ``y`` (and its side information z): ``([y_strings, z_strings], ẑ size)``.
+
+    ``gain`` scales the centred latent before rounding (a quantisation step of ``1/gain``, the variable-rate
+    codec's gain units); at 1 it is the plain mean-scale hyperprior.
+    """
+    z_strings, shape, scales_hat, means_hat = hyperprior_side(m, y)
+    return [code_y(m, y, scales_hat, means_hat, gain), z_strings], shape
+
+
+def code_y(m: nn.Module, y: Tensor, scales_hat: Tensor, means_hat: Tensor, gain: Tensor | float = 1.0) -> list:
+    """rANS-code ``(y − μ)·gain`` with the Gaussian of scale ``σ·gain``."""
+    indexes = m.gaussian_conditional.build_indexes(scales_hat * gain)
+    return m.gaussian_conditional.compress((y - means_hat) * gain, indexes)
+
+
+def hyperprior_decompress(m: nn.Module, strings: list, shape, gain: Tensor | float = 1.0,
+                          inverse_gain: Tensor | float = 1.0) -> Tensor:
+    """Inverse of :func:`hyperprior_compress`: ``ŷ = symbols · inverse_gain + μ``."""
+    scales_hat, means_hat = hyperprior_params(m, strings[1], shape)
+    indexes = m.gaussian_conditional.build_indexes(scales_hat * gain)
+    return m.gaussian_conditional.decompress(strings[0], indexes) * inverse_gain + means_hat

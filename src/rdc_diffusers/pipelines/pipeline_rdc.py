@@ -20,10 +20,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
 from ..errors import RDCFormatError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..limits import check_decode_size, check_encode_size
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
 from ..pretrained import model_name, resolve_model, safetensors_only
 from ..rate_control import search_quality
+from ..tiling import OVERLAP, choose_tile_size, tiled
 
 DEFAULT_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
@@ -47,8 +49,19 @@ EXAMPLE_DOC_STRING = """
         >>> fast = pipe.decompress(data, refine=False).images[0]         # fidelity decoder only
         >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         >>> refined = pipe.decompress(data, num_inference_steps=4).images[0]
+        >>> closer = pipe.decompress(data, strength=0.5).images[0]       # halfway between fast and refined
         ```
 """
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` rounded to hundredths (as files store it); ``ValueError`` outside [0, 1], ``TypeError`` if not
+    a number."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        raise TypeError(f"strength must be a number in [0, 1], got {strength!r}")
+    if not 0 <= strength <= 1:  # also refuses NaN
+        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+    return round(float(strength), 2)
 
 
 @dataclass
@@ -69,7 +82,15 @@ class RDCPipeline(DiffusionPipeline):
         decompress:  bytes ─codec.decompress─► ŷ, x_init
                      refine=False: x̂ = x_init
                      refine=True:  r_T ~ N(0, I) (seeded from the file) ─scheduler × unet(·, t, x_init, ŷ, q)─► r_0
-                                   x̂ = clamp(x_init + r_0 / residual_scale, 0, 1)
+                                   x̂ = clamp(x_init + s · r_0 / residual_scale, 0, 1), s = strength
+
+    ``strength`` s ∈ [0, 1] is the decode-time fidelity ↔ realism knob: 0 is the fast decode, 1 the full sample.
+    Why a scaled residual: x_init is the distortion-trained (≈ MMSE) estimate and x_init + r a sample of the
+    posterior, and the estimators on the distortion-perception curve between those two ends are their convex
+    combinations (Freirich, Michaeli, Meir, "A Theory of the Distortion-Perception Tradeoff in Wasserstein
+    Space", NeurIPS 2021): (1 − s)·x_init + s·(x_init + r). It costs nothing at decode time, works at any step
+    count (a late start, as diffusers' img2img ``strength``, would leave one step with nothing to vary), and
+    the curve it traces is measured in ``benchmarks/results/strength``.
 
     Components:
         codec ([`RDCCodec`]): analysis/synthesis transforms and the entropy models; decides the bytes, at any
@@ -91,6 +112,7 @@ class RDCPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         default_num_inference_steps: int = 4,
         default_quality: float = 50.0,
+        default_strength: float = 1.0,
     ):
         super().__init__()
         if codec.alignment % unet.alignment:
@@ -98,7 +120,8 @@ class RDCPipeline(DiffusionPipeline):
                              f"the codec's {codec.alignment}")
         self.register_modules(codec=codec, unet=unet, scheduler=scheduler)
         self.register_to_config(default_num_inference_steps=default_num_inference_steps,
-                                default_quality=check_quality(default_quality))
+                                default_quality=check_quality(default_quality),
+                                default_strength=check_strength(default_strength))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCPipeline:
@@ -152,6 +175,9 @@ class RDCPipeline(DiffusionPipeline):
         target_bpp: float | None = None,
         seed: int = 0,
         num_inference_steps: int | None = None,
+        strength: float | None = None,
+        max_pixels: float | None = None,
+        tile_size: int | None = None,
     ) -> bytes:
         """Encode one image (PIL, numpy or torch; any size, any common PIL mode) into ``.rdc`` bytes.
 
@@ -161,16 +187,24 @@ class RDCPipeline(DiffusionPipeline):
             target_bpp: rate control instead of a quality: the highest quality whose whole file is at most
                 ``target_bpp`` bits per pixel (``8 · len(bytes) / pixels``), found in at most ~8 encodes of the
                 latent (the transforms run once). Raises [`RateTargetError`] when even quality 0 is larger.
-            seed, num_inference_steps: stored as the file's refinement defaults, so every decoder of the
-                file draws the same noise and produces the same pixels.
+            seed, num_inference_steps, strength: stored as the file's refinement defaults, so every decoder of
+                the file draws the same noise and produces the same pixels (defaults: 0 and the pipeline's
+                ``default_num_inference_steps`` and ``default_strength``).
+            max_pixels: refuse larger images with [`UnsupportedImageError`]; default
+                ``rdc_diffusers.limits.MAX_IMAGE_PIXELS`` (33.2 MP), ``math.inf`` for no limit.
+            tile_size: run the analysis transform over tiles of this many pixels (a multiple of 64), bounding
+                its memory; default: 1024 above 4.2 MP (``rdc_diffusers.tiling``), 0: never.
         """
         if quality is not None and target_bpp is not None:
             raise ValueError("give either quality or target_bpp, not both")
         x, mode = to_tensor(image)
         height, width = x.shape[-2:]
+        check_encode_size(width, height, max_pixels)
         # The codec's own device, not _execution_device: under enable_model_cpu_offload the codec stays on the
         # CPU (its compress/decompress are not forward, so the offload hooks never move it).
-        analysis = self.codec.analyse(pad_to_multiple(x, self.codec.alignment).to(self.codec.device))
+        x = pad_to_multiple(x, self.codec.alignment)
+        tile = choose_tile_size(tile_size, *x.shape[-2:], self.codec.alignment)
+        analysis = self.codec.analyse(x.to(self.codec.device), tile_size=tile)
         header = RDCHeader(
             width=width,
             height=height,
@@ -181,6 +215,7 @@ class RDCPipeline(DiffusionPipeline):
             num_inference_steps=self.config.default_num_inference_steps if num_inference_steps is None
             else num_inference_steps,
             quality=0.0,
+            strength=self.config.default_strength if strength is None else check_strength(strength),
         )
 
         def encode(q: float) -> bytes:
@@ -203,12 +238,15 @@ class RDCPipeline(DiffusionPipeline):
         *,
         refine: bool = True,
         num_inference_steps: int | None = None,
+        strength: float | None = None,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
+        max_pixels: float | None = None,
+        tile_size: int | None = None,
     ) -> RDCPipelineOutput | tuple:
         r"""Decode ``.rdc`` bytes.
 
@@ -216,6 +254,8 @@ class RDCPipeline(DiffusionPipeline):
             data: the file's bytes.
             refine: sample the residual with the diffusion model; ``False`` returns ``x_init`` (fast).
             num_inference_steps: sampling steps; default: the value stored in the file.
+            strength: how much of the sampled residual to add, in [0, 1] (0: the fast decode, 1: the full
+                sample; see the class docstring); default: the value stored in the file.
             generator: overrides the seed stored in the file (then the output is no longer the one
                 every other decoder of the file sees).
             eta: DDIM's η (ignored by other schedulers).
@@ -223,32 +263,44 @@ class RDCPipeline(DiffusionPipeline):
             return_dict: return an [`RDCPipelineOutput`] instead of a tuple.
             callback_on_step_end: called as ``callback(pipe, i, t, {"residual": r_t})`` after each step;
                 may return a dict replacing ``residual``.
+            max_pixels: refuse files whose header claims more pixels, before decoding anything; default
+                ``rdc_diffusers.limits.MAX_IMAGE_PIXELS`` (33.2 MP), ``math.inf`` for no limit.
+            tile_size: run the synthesis transform and the UNet over overlapping tiles of this many pixels (a
+                multiple of 64), so memory is bounded by the tile; default: 1024 above 4.2 MP, 0: never.
 
         Raises:
             RDCFormatError: the bytes are truncated, corrupted, not an ``.rdc`` file, or written by
-                another codec (then [`RDCModelMismatchError`], naming both models).
+                another codec (then [`RDCModelMismatchError`], naming both models), or claim a size above
+                ``max_pixels`` ([`DecompressionBombError`]).
         """
         # 1. Parse the container and check that this codec wrote it.
         file = decode_file(data)
         header = file.header
+        check_decode_size(header.width, header.height, max_pixels)
         check_model(header, self.codec.fingerprint(), self.model_name)
 
         # 2. Entropy-decode ŷ and run the fidelity decoder.
         shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
+        tile = choose_tile_size(tile_size, shape[0] * self.codec.alignment, shape[1] * self.codec.alignment,
+                                self.codec.alignment)
         try:
-            decoded = self.codec.decompress([[s] for s in file.sections], shape, header.quality)
+            decoded = self.codec.decompress([[s] for s in file.sections], shape, header.quality, tile_size=tile)
         except (RuntimeError, ValueError, IndexError) as err:
             raise RDCFormatError(f"entropy decoding failed: {err}") from err
         x_init, y_hat = decoded["x_init"], decoded["y_hat"]
 
         # 3. Sample the residual.
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
-        if refine and steps > 0:
+        strength = header.strength if strength is None else check_strength(strength)
+        if refine and steps > 0 and strength > 0:
             if generator is None:
                 generator = torch.Generator("cpu").manual_seed(header.seed)
             x_hat = self.refine(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator, eta=eta,
-                                callback_on_step_end=callback_on_step_end,
+                                tile_size=tile, callback_on_step_end=callback_on_step_end,
                                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+            if strength < 1:
+                x_init = x_init.to(x_hat.device)
+                x_hat = x_init + strength * (x_hat - x_init)
         else:
             x_hat = x_init
 
@@ -272,6 +324,7 @@ class RDCPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         eta: float = 0.0,
+        tile_size: int | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
     ) -> torch.Tensor:
@@ -280,6 +333,7 @@ class RDCPipeline(DiffusionPipeline):
 
         ``noise`` is the starting r_T (unit Gaussian, the shape of ``x_init``); by default it is drawn
         from ``generator``. The video pipeline passes its own to keep the noise consistent across frames.
+        ``tile_size`` (pixels): run the UNet over overlapping tiles of that size (``None``: whole).
         """
         self.check_prediction_type()
         device, dtype = self._execution_device, self.unet.dtype
@@ -291,12 +345,23 @@ class RDCPipeline(DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = self.scheduler.scale_model_input(residual, t)
-            model_output = self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in, quality=quality).sample
+            model_output = self.denoise(model_input, t, x_init_in, y_hat_in, quality, tile_size)
             residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
                 residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
         return self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
+
+    def denoise(self, sample: torch.Tensor, t, x_init: torch.Tensor, y_hat: torch.Tensor, quality: float,
+                tile_size: int | None) -> torch.Tensor:
+        """One UNet evaluation, whole or over tiles (the scheduler's step is per pixel, so only this is tiled)."""
+        def unet(sample_tile, x_init_tile, y_hat_tile):
+            return self.unet(sample_tile, t, x_init=x_init_tile, y_hat=y_hat_tile, quality=quality).sample
+
+        if tile_size is None:
+            return unet(sample, x_init, y_hat)
+        return tiled(unet, [sample, x_init, y_hat], scales=[1, 1, 16], out_scale=1, tile=tile_size,
+                     overlap=min(OVERLAP, tile_size), align=self.codec.alignment)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -309,6 +374,7 @@ class RDCPipeline(DiffusionPipeline):
         seed: int = 0,
         refine: bool = True,
         num_inference_steps: int | None = None,
+        strength: float | None = None,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
         output_type: str = "pil",
@@ -328,7 +394,7 @@ class RDCPipeline(DiffusionPipeline):
         results = []
         for item in images:
             data = self.compress(item, quality=quality, target_bpp=target_bpp, seed=seed,
-                                 num_inference_steps=num_inference_steps)
+                                 num_inference_steps=num_inference_steps, strength=strength)
             results.append(self.decompress(
                 data, refine=refine, generator=generator, eta=eta, output_type=output_type,
                 callback_on_step_end=callback_on_step_end,

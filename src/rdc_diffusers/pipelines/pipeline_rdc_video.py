@@ -17,6 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import RDCFormatError, UnsupportedImageError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..limits import check_decode_size, check_encode_size
 from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
@@ -137,13 +138,15 @@ class RDCVideoPipeline(DiffusionPipeline):
         quality: float | None = None,
         seed: int = 0,
         num_inference_steps: int | None = None,
+        max_pixels: float | None = None,
     ) -> bytes:
         """Encode a clip (a sequence of PIL images, arrays or tensors of one size) into ``.rdcv`` bytes.
 
         Every ``gop_size``-th frame is an I-frame; the others are P-frames predicted from the previous
         *decoded* frame, which the encoder reconstructs exactly as the decoder will. The P-frame codec has a
         single rate, so clips are coded at the one quality it was trained for (:attr:`quality`); asking for
-        another raises ``ValueError``.
+        another raises ``ValueError``. Frames above ``max_pixels`` (default
+        ``rdc_diffusers.limits.MAX_IMAGE_PIXELS``) raise [`UnsupportedImageError`].
         """
         if quality is not None and check_quality(quality) != self.quality:
             raise ValueError(f"this video model codes clips at quality {self.quality:g} only (its P-frame codec "
@@ -159,6 +162,7 @@ class RDCVideoPipeline(DiffusionPipeline):
             x, _ = to_tensor(frame)
             if i == 0:
                 height, width = x.shape[-2:]
+                check_encode_size(width, height, max_pixels)
             elif x.shape[-2:] != (height, width):
                 raise UnsupportedImageError(f"frame {i} is {x.shape[-1]}x{x.shape[-2]}, frame 0 is {width}x{height}: "
                                             "all frames of a clip must have one size")
@@ -193,6 +197,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
+        max_pixels: float | None = None,
     ) -> RDCVideoPipelineOutput | tuple:
         r"""Decode ``.rdcv`` bytes into frames.
 
@@ -206,15 +211,19 @@ class RDCVideoPipeline(DiffusionPipeline):
             output_type: ``"pil"`` (a list of images), ``"np"`` (float32 ``[T, H, W, 3]``) or ``"pt"``
                 (``[T, 3, H, W]``), all in [0, 1].
             return_dict: return an [`RDCVideoPipelineOutput`] instead of a tuple.
+            max_pixels: refuse files whose frames are larger, before decoding anything; default
+                ``rdc_diffusers.limits.MAX_IMAGE_PIXELS``, ``math.inf`` for no limit.
 
         Raises:
             RDCFormatError: the bytes are truncated, corrupted or not an ``.rdcv`` file, or were written by
-                other models ([`RDCModelMismatchError`]).
+                other models ([`RDCModelMismatchError`]), or claim frames above ``max_pixels``
+                ([`DecompressionBombError`]).
         """
         if temporal_noise not in TEMPORAL_NOISE:
             raise ValueError(f"temporal_noise must be one of {TEMPORAL_NOISE}, got {temporal_noise!r}")
         file = decode_video_file(data)
         header = file.header
+        check_decode_size(header.width, header.height, max_pixels, what="the clip (per frame)")
         check_models(header, self.codec.fingerprint(), self.inter_codec.fingerprint(), self.model_name)
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
         refine = refine and steps > 0
