@@ -15,7 +15,7 @@ from .models.residual_unet import ResidualUNet
 from .pipelines.pipeline_rdc import RDCPipeline, RDCPipelineOutput
 from .pipelines.pipeline_rdc_video import RDCVideoPipeline, RDCVideoPipelineOutput
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DecompressionBombError",
