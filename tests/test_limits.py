@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from conftest import random_image
@@ -13,6 +14,8 @@ from test_video import build_tiny_video_pipeline, moving_clip
 
 from rdc_diffusers import DecompressionBombError, RDCFormatError, UnsupportedImageError, limits
 from rdc_diffusers.bitstream import decode_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def forge_size(data: bytes, width: int, height: int) -> bytes:
@@ -89,3 +92,22 @@ def test_the_command_line_refuses_a_bomb_before_loading_a_model(rdc, tiny_pipeli
     code, _, err = rdc("decompress", bomb, "-o", tmp_path / "out.png", "--model", tmp_path / "no-such-model",
                        "--max-pixels", "none")
     assert code != 0 and "above the limit" not in err  # past the guard: now the missing model is the problem
+
+
+def test_a_few_thousand_fuzz_cases_end_in_typed_errors_or_images(tmp_path):
+    """The CI share of benchmarks/fuzz.py (the committed report has 100,000 cases), run as a user runs it."""
+    import json
+    import subprocess
+
+    from conftest import PYTHON, python_env
+
+    subprocess.run([PYTHON, str(ROOT / "benchmarks/fuzz.py"), "--cases", "2400", "--jobs", "1", "--batch", "1200",
+                    "--out", str(tmp_path)], check=True, env=python_env(), capture_output=True, timeout=600)
+    report = json.loads((tmp_path / "fuzz.json").read_text())
+    outcomes = report["outcomes"]
+    assert sum(outcomes.values()) == 2400
+    assert outcomes["typed"] > 0 and outcomes["decoded"] > 0  # both the checks and the deep decoder were reached
+    failures = {k: outcomes[k] for k in ("other", "over_time", "over_memory", "crashed")}
+    assert failures == dict.fromkeys(failures, 0), report["failures"]
+    assert report["bomb"]["refused"] == report["bomb"]["of"]
+    assert (tmp_path / "fuzz.md").read_text().startswith("# Fuzzing the decoders: 2,400 cases")
