@@ -1,14 +1,17 @@
-"""Peak memory and time of encoding and decoding large images, tiled (the default above 4.2 MP) and whole.
+"""Peak memory and time of encoding and decoding large images, tiled (the default above 4.2 MP) and whole, and
+of long clips, streamed.
 
     python benchmarks/memory.py [--model rdc-bsds] [--source ../shared/data/clic_or_div2k_val]
-        [--sizes 4K 8K] [--whole 4K] [--threads 2] [--out benchmarks/results/memory]
+        [--sizes 4K 8K] [--whole 4K] [--clips 32 1000] [--threads 2] [--out benchmarks/results/memory]
 
 The test image of each size is the first photo of ``--source`` resized (Lanczos) to 3840×2160 (4K) or 7680×4320
 (8K). Each measurement runs in a fresh process (``python benchmarks/memory.py --child ...``) so its peak resident
 set size (``ru_maxrss``, which includes Python, torch and the model: about 0.7 GB before any image) belongs to
 that one operation: ``encode`` (image file -> ``.rdc``), ``fast`` (``.rdc`` -> x_init) and ``refined`` (the default
 refined decode). ``--whole`` sizes are also measured with ``tile_size=0`` (what every decode did before tiling).
-Writes ``memory.json`` and ``memory.md``.
+``--clips``: clips of that many 416×240 frames, the 32 frames of ``--video`` played forwards and backwards (each
+pass a little brighter), coded with ``rdc compress-video`` and decoded (refined, default steps) with
+``rdc decompress-video``, which stream frames from and to disk. Writes ``memory.json`` and ``memory.md``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ def child(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     tile = None if args.tile_size is None else args.tile_size
     start = time.perf_counter()
-    if args.op == "encode":
+    if args.op.startswith("clip"):
+        from rdc_diffusers.cli import main as rdc
+
+        command = ["compress-video", args.image, "-o", args.rdc] if args.op == "clip-encode" else \
+            ["decompress-video", args.rdc, "-o", str(Path(args.rdc).with_suffix(".mp4"))]
+        rdc([*command, "--model", args.model])
+    elif args.op == "encode":
         Path(args.rdc).write_bytes(pipe.compress(open_image(args.image), tile_size=tile))
     else:
         pipe.decompress(Path(args.rdc).read_bytes(), refine=args.op == "refined", tile_size=tile)
@@ -59,12 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="rdc-bsds")
     parser.add_argument("--source", type=Path, default=Path("../shared/data/clic_or_div2k_val"))
-    parser.add_argument("--sizes", nargs="+", default=["4K", "8K"], choices=sorted(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=["4K", "8K"], choices=sorted(SIZES))
     parser.add_argument("--whole", nargs="*", default=["4K"], choices=sorted(SIZES),
                         help="sizes also measured untiled (tile_size=0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory"))
-    parser.add_argument("--child", dest="op", choices=["encode", "fast", "refined"], help=argparse.SUPPRESS)
+    parser.add_argument("--clips", type=int, nargs="*", default=[32, 1000], help="clip lengths in frames")
+    parser.add_argument("--video", type=Path, default=Path("../shared/data/video/BasketballPass_416x240"))
+    parser.add_argument("--child", dest="op", choices=["encode", "fast", "refined", "clip-encode", "clip-decode"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
     parser.add_argument("--rdc", help=argparse.SUPPRESS)
     parser.add_argument("--tile-size", type=int, default=None, help=argparse.SUPPRESS)
@@ -75,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     from PIL import Image
 
     from rdc_diffusers.training import list_images
+    from rdc_diffusers.video_io import read_video
 
     source = list_images(args.source)[0]
     rows = []
@@ -89,6 +102,20 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append({"size": size, "pixels": SIZES[size][0] * SIZES[size][1], "tiling": tiling,
                                  "op": op, **result})
                     print(json.dumps(rows[-1]), flush=True)
+        clip = read_video(args.video).frames
+        for count in args.clips:
+            folder = Path(tmp) / f"clip{count}"
+            folder.mkdir()
+            for i in range(count):
+                lap, k = divmod(i, len(clip))
+                frame = clip[k if lap % 2 == 0 else len(clip) - 1 - k]
+                frame.point(lambda v, lap=lap: min(255, v + lap % 8)).save(folder / f"f{i + 1:04d}.png")
+            rdc = Path(tmp) / f"clip{count}.rdcv"
+            for op in ("clip-encode", "clip-decode"):
+                result = measure(args, op, folder, rdc, None)
+                rows.append({"size": f"{count} frames 416x240", "pixels": count * 416 * 240, "tiling": "streamed",
+                             "op": op.removeprefix("clip-"), **result})
+                print(json.dumps(rows[-1]), flush=True)
     info = {"model": args.model, "source": source.name, "threads": args.threads,
             "command": " ".join(["python", *sys.argv])}
     args.out.mkdir(parents=True, exist_ok=True)

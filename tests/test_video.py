@@ -132,6 +132,31 @@ def test_decoding_is_deterministic_and_refinement_changes_the_frames(video_pipe,
     assert not np.array_equal(independent[1:], first[1:])
 
 
+def test_clips_stream_in_and_out_one_frame_at_a_time(video_pipe, clip_bytes):
+    """compress takes any iterable (read once, in order); decode_frames yields what decompress returns."""
+    read = []
+
+    def frames():
+        for frame in moving_clip():
+            read.append(frame)
+            yield frame
+
+    assert video_pipe.compress(frames(), fps=Fraction(50), gop_size=3, seed=7) == clip_bytes
+    assert len(read) == 5
+    whole = video_pipe.decompress(clip_bytes, output_type="np").frames
+    stream = video_pipe.decode_frames(clip_bytes)
+    first = next(stream)
+    assert isinstance(first, Image.Image) and first.size == (80, 48)
+    streamed = [np.asarray(first)] + [np.asarray(f) for f in stream]
+    assert len(streamed) == 5
+    for a, b in zip(streamed, whole, strict=True):
+        np.testing.assert_array_equal(a, np.round(b * 255).astype(np.uint8))
+    with pytest.raises(RDCFormatError):  # a bad file is refused when asked for the iterator, not later
+        video_pipe.decode_frames(clip_bytes[:-1])
+    with pytest.raises(UnsupportedImageError, match="at least one frame"):
+        video_pipe.compress(iter([]))
+
+
 def test_fast_decode_matches_the_encoders_reconstruction(video_pipe):
     """The encoder predicts each P-frame from the frame the decoder will have: decoding twice agrees."""
     frames = moving_clip(4)

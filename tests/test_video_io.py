@@ -199,3 +199,34 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_video(tmp_path / "clip.mp4", make_frames(2), 25)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- streaming ----------------------------------------------------------------------------------------------------
+
+def test_open_video_reads_frames_only_as_they_are_iterated(tmp_path, monkeypatch):
+    write_frames(tmp_path / "clip", make_frames(4))
+    write_video(tmp_path / "clip.mp4", make_frames(4), 25)
+    opened = []
+    original = video_io.open_image
+    monkeypatch.setattr(video_io, "open_image", lambda path: opened.append(path) or original(path))
+    stream = video_io.open_video(tmp_path / "clip")
+    assert opened == [] and stream.fps == 25
+    assert next(stream.frames).size == (W, H) and len(opened) == 1
+    assert len(list(stream.frames)) == 3 and len(opened) == 4
+    from_file = video_io.open_video(tmp_path / "clip.mp4", max_frames=2)
+    assert from_file.fps == 25 and len(list(from_file.frames)) == 2
+
+
+def test_write_video_and_save_frames_take_a_generator(tmp_path):
+    def frames():
+        yield from make_frames(5)
+
+    saved = video_io.save_frames(tmp_path / "out", frames(), count=5)
+    write_video(tmp_path / "clip.mp4", saved, 25)
+    assert len(read_video(tmp_path / "clip.mp4").frames) == 5
+    assert_same_pixels(read_video(tmp_path / "out").frames, make_frames(5))
+    with pytest.raises(UnsupportedVideoError, match="expected 6 frames, got 5"):
+        list(video_io.save_frames(tmp_path / "more", frames(), count=6))
+    with pytest.raises(UnsupportedVideoError, match="no frames"):
+        write_video(tmp_path / "empty.mp4", iter([]), 25)
+    assert not (tmp_path / "empty.mp4").exists()

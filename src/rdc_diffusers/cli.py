@@ -500,12 +500,13 @@ def _format_for(path: Path) -> str:
 
 
 def run_compress_video(args: argparse.Namespace) -> None:
-    from .video_io import read_video
+    from .video_bitstream import decode_video_file
+    from .video_io import open_video
 
     check_output(args.output, args.force)
     if not args.input.exists():
         raise CLIError(f"{args.input}: no such file or folder")
-    clip = read_video(args.input, fps=args.fps, max_frames=args.max_frames)
+    clip = open_video(args.input, fps=args.fps, max_frames=args.max_frames)  # frames are read as they are coded
     pipe = load_pipeline(args.model, video=True)
     pipe.set_progress_bar_config(disable=True)
     try:
@@ -517,36 +518,39 @@ def run_compress_video(args: argparse.Namespace) -> None:
             raise
         raise CLIError(str(err)) from err  # an option the model cannot honour (another quality)
     write_atomically(args.output, lambda p: p.write_bytes(data))
-    width, height = clip.frames[0].size
-    print(f"{args.output}: {len(clip.frames)} frames of {width}x{height} at {float(clip.fps):g} fps, "
-          f"{len(data)} bytes, {8 * len(data) / (width * height * len(clip.frames)):.4f} bpp (GOP {args.gop}, "
+    file = decode_video_file(data)
+    width, height, count = file.header.width, file.header.height, len(file.frame_types)
+    print(f"{args.output}: {count} frames of {width}x{height} at {float(clip.fps):g} fps, "
+          f"{len(data)} bytes, {8 * len(data) / (width * height * count):.4f} bpp (GOP {args.gop}, "
           f"quality {pipe.quality:g})")
 
 
 def run_decompress_video(args: argparse.Namespace) -> None:
     from .limits import check_decode_size
     from .video_bitstream import decode_video_file
-    from .video_io import check_video_target, write_frames, write_video
+    from .video_io import check_video_target, save_frames, write_video
 
     check_output(args.output, args.force)
     if args.frames_dir is not None and args.frames_dir.exists() and any(args.frames_dir.iterdir()) and not args.force:
         raise CLIError(f"{args.frames_dir} is not empty (use --force to overwrite)")
     data = read_bytes(args.input)
-    header = decode_video_file(data).header  # a broken file (or a bomb) fails before a model is loaded
+    file = decode_video_file(data)  # a broken file (or a bomb) fails before a model is loaded
+    header, count = file.header, len(file.frame_types)
     check_decode_size(header.width, header.height, args.max_pixels, what="the clip (per frame)")
     check_video_target(args.output, header.width, header.height)  # and an unwritable output before decoding
     pipe = load_pipeline(args.model, video=True)
     pipe.set_progress_bar_config(disable=True)
     use_scheduler(pipe, args.scheduler)
-    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, max_pixels=args.max_pixels,
-                          temporal_noise=args.temporal_noise)
-    write_video(args.output, out.frames, out.fps, force=args.force)
+    # One frame at a time from the decoder into the video (and the PNG folder): memory stays flat in the length.
+    frames = pipe.decode_frames(data, refine=not args.fast, num_inference_steps=args.steps,
+                                max_pixels=args.max_pixels, temporal_noise=args.temporal_noise)
     if args.frames_dir is not None:
-        write_frames(args.frames_dir, out.frames, force=args.force)
+        frames = save_frames(args.frames_dir, frames, count=count, force=args.force)
+    write_video(args.output, frames, header.fps, force=args.force)
     steps = header.num_inference_steps if args.steps is None else args.steps
     how = "fast" if args.fast or steps == 0 else (f"refined, {steps} steps of {type(pipe.scheduler).__name__}, "
                                                    f"{args.temporal_noise} noise")
-    print(f"{args.output}: {len(out.frames)} frames of {header.width}x{header.height} at {float(out.fps):g} fps, {how}")
+    print(f"{args.output}: {count} frames of {header.width}x{header.height} at {float(header.fps):g} fps, {how}")
 
 
 def run_info(args: argparse.Namespace) -> None:

@@ -9,9 +9,10 @@ so an interrupted write leaves no half file behind.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +24,8 @@ from .atomic_write import write_atomically
 from .errors import UnsupportedImageError, UnsupportedVideoError
 from .image_io import IMAGE_SUFFIXES, open_image, to_output, to_tensor
 
-__all__ = ["Video", "check_video_target", "read_video", "write_frames", "write_video"]
+__all__ = ["Video", "VideoStream", "check_video_target", "open_video", "read_video", "save_frames", "write_frames",
+           "write_video"]
 
 DEFAULT_FPS = Fraction(25)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m")
@@ -39,20 +41,33 @@ class Video:
     fps: Fraction
 
 
-def read_video(
+@dataclass(frozen=True)
+class VideoStream:
+    """Frames read one at a time as they are iterated (memory flat in the clip length), and the frame rate.
+
+    Problems found while reading (an undecodable frame, a size change, no frames at all) are raised by the
+    iteration as ``UnsupportedVideoError``.
+    """
+
+    frames: Iterator[Image.Image]
+    fps: Fraction
+
+
+def open_video(
     path: str | os.PathLike, *, fps: Fraction | float | None = None, max_frames: int | None = None
-) -> Video:
-    """A folder of image frames (natural name order: f2 before f10) or a video file PyAV can demux.
+) -> VideoStream:
+    """A folder of image frames (natural name order: f2 before f10) or a video file PyAV can demux, as a stream.
 
     ``fps`` overrides the rate; by default a folder plays at 25 fps and a file at its stream's average rate
-    (else its base rate). ``max_frames`` keeps only the first frames (the rest are not decoded).
+    (else its base rate). ``max_frames`` keeps only the first frames (the rest are not decoded). The path, its
+    type and the rate are checked now; the frames are decoded as they are iterated.
     """
     path = Path(path)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     rate = None if fps is None else _as_fps(fps)
     if path.is_dir():
-        return Video(_read_folder(path, max_frames), rate or DEFAULT_FPS)
+        return VideoStream(_read_folder(path, max_frames), rate or DEFAULT_FPS)
     if not path.exists():
         raise UnsupportedVideoError(f"{path}: no such file or folder")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -62,21 +77,31 @@ def read_video(
     return _read_file(path, rate, max_frames)
 
 
-def write_video(path: str | os.PathLike, frames: Sequence[Image.Image], fps: Fraction | float, *,
+def read_video(
+    path: str | os.PathLike, *, fps: Fraction | float | None = None, max_frames: int | None = None
+) -> Video:
+    """All frames of :func:`open_video` in memory at once."""
+    stream = open_video(path, fps=fps, max_frames=max_frames)
+    return Video(list(stream.frames), stream.fps)
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[Image.Image], fps: Fraction | float, *,
                 force: bool = False) -> None:
     """Encode ``frames`` as a high-quality .mp4 (H.264 via libx264 at crf 12, else MPEG-4 part 2), yuv420p.
 
-    yuv420p halves the chroma resolution, so width and height must be even: odd sizes are refused rather
-    than padded, which would silently change the size. The stream is tagged BT.601 limited range, the
-    conversion PyAV applies, so players show the colours that were encoded.
+    ``frames`` may be any iterable: each frame is encoded as it comes, so a decoder's frame iterator streams
+    into the file. yuv420p halves the chroma resolution, so width and height must be even: odd sizes are
+    refused rather than padded, which would silently change the size. The stream is tagged BT.601 limited
+    range, the conversion PyAV applies, so players show the colours that were encoded.
     """
     path = Path(path)
-    frames = _rgb_frames(frames, path)
-    check_video_target(path, *frames[0].size)
     rate = _as_fps(fps)
     _check_new(path, force)
+    frames = _rgb_frames(frames, path)
+    first = next(frames)
+    check_video_target(path, *first.size)
     try:
-        write_atomically(path, lambda tmp: _encode_mp4(tmp, frames, rate))
+        write_atomically(path, lambda tmp: _encode_mp4(tmp, itertools.chain([first], frames), rate))
     except av.error.FFmpegError as exc:
         raise UnsupportedVideoError(f"cannot encode {path}: {exc}") from exc
 
@@ -98,18 +123,36 @@ def write_frames(folder: str | os.PathLike, frames: Sequence[Image.Image], *, fo
     The folder is created if needed (its parent must exist). With ``force`` existing targets are overwritten,
     but other files already in the folder (say ``f099.png`` from a longer clip) are left as they are.
     """
+    paths = frame_paths(folder, len(frames))
+    for _ in save_frames(folder, frames, count=len(frames), force=force):
+        pass
+    return paths
+
+
+def frame_paths(folder: str | os.PathLike, count: int) -> list[Path]:
+    """The names :func:`write_frames` gives ``count`` frames."""
+    digits = max(3, len(str(count)))
+    return [Path(folder) / f"f{i:0{digits}d}.png" for i in range(1, count + 1)]
+
+
+def save_frames(folder: str | os.PathLike, frames: Iterable[Image.Image], *, count: int,
+                force: bool = False) -> Iterator[Image.Image]:
+    """Save each of ``count`` frames as :func:`write_frames` does, as it comes, then pass it on (to stream one
+    decode into PNG frames and a video at once). Existing targets are refused before the first frame."""
     folder = Path(folder)
-    frames = _rgb_frames(frames, folder)
-    digits = max(3, len(str(len(frames))))
-    paths = [folder / f"f{i:0{digits}d}.png" for i in range(1, len(frames) + 1)]
+    paths = frame_paths(folder, count)
     for path in paths:
         _check_new(path, force)
     if not folder.parent.is_dir():
         raise FileNotFoundError(f"folder {folder.parent} does not exist")
     folder.mkdir(exist_ok=True)
-    for frame, path in zip(frames, paths, strict=True):
+    written = 0
+    for frame, path in zip(_rgb_frames(frames, folder), paths, strict=False):
         write_atomically(path, lambda tmp, frame=frame: frame.save(tmp, format="PNG"))
-    return paths
+        written += 1
+        yield frame
+    if written != count:
+        raise UnsupportedVideoError(f"{folder}: expected {count} frames, got {written}")
 
 
 def _as_fps(fps: Fraction | float) -> Fraction:
@@ -133,17 +176,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return to_output(x, "pil", "RGB")[0]
 
 
-def _rgb_frames(frames: Sequence[Image.Image], source: Path) -> list[Image.Image]:
-    """RGB copies of ``frames``, refusing an empty sequence or frames of different sizes."""
-    if not frames:
-        raise UnsupportedVideoError(f"{source}: no frames")
-    size = frames[0].size
+def _rgb_frames(frames: Iterable[Image.Image], source: Path) -> Iterator[Image.Image]:
+    """RGB copies of ``frames`` as they come, refusing an empty clip or frames of different sizes."""
+    size = None
     for i, frame in enumerate(frames):
-        if frame.size != size:
+        if size is None:
+            size = frame.size
+        elif frame.size != size:
             raise UnsupportedVideoError(
                 f"{source}: frame {i + 1} is {frame.width}x{frame.height} but frame 1 is {size[0]}x{size[1]};"
                 " all frames must be the same size")
-    return [_to_rgb(frame) for frame in frames]
+        yield _to_rgb(frame)
+    if size is None:
+        raise UnsupportedVideoError(f"{source}: no frames")
 
 
 def _check_new(path: Path, force: bool) -> None:
@@ -151,54 +196,74 @@ def _check_new(path: Path, force: bool) -> None:
         raise FileExistsError(f"{path} already exists (pass force=True to overwrite)")
 
 
-def _read_folder(folder: Path, max_frames: int | None) -> list[Image.Image]:
-    """Frames from the image files directly in ``folder`` (hidden files, e.g. half-written ones, skipped)."""
+def _read_folder(folder: Path, max_frames: int | None) -> Iterator[Image.Image]:
+    """Frames from the image files directly in ``folder`` (hidden files, e.g. half-written ones, skipped); the
+    folder is listed now, each frame read as it is iterated."""
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
                    key=_natural_key)
     if not files:
         raise UnsupportedVideoError(f"{folder}: no image frames ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    frames: list[Image.Image] = []
-    for file in files[:max_frames]:
+    return _folder_frames(folder, files[:max_frames])
+
+
+def _folder_frames(folder: Path, files: list[Path]) -> Iterator[Image.Image]:
+    size = None
+    for file in files:
         try:
             image = _to_rgb(open_image(file))
         except UnsupportedImageError as exc:
             raise UnsupportedVideoError(f"{folder}: {exc}") from exc
-        if frames and image.size != frames[0].size:
+        if size is not None and image.size != size:
             raise UnsupportedVideoError(
                 f"{folder}: {file.name} is {image.width}x{image.height} but {files[0].name} is"
-                f" {frames[0].width}x{frames[0].height}; all frames must be the same size")
-        frames.append(image)
-    return frames
+                f" {size[0]}x{size[1]}; all frames must be the same size")
+        size = image.size
+        yield image
 
 
-def _read_file(path: Path, fps: Fraction | None, max_frames: int | None) -> Video:
+def _read_file(path: Path, fps: Fraction | None, max_frames: int | None) -> VideoStream:
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise UnsupportedVideoError(f"{path}: no video stream in this file")
-            stream = container.streams.video[0]
-            fps = fps or stream.average_rate or stream.base_rate
-            if not fps:
-                raise UnsupportedVideoError(f"{path}: the stream has no frame rate; pass fps")
-            frames = []
-            for frame in container.decode(stream):
-                frames.append(_to_rgb(frame.to_image()))
-                if len(frames) == max_frames:
-                    break
+        container = av.open(str(path))
     except av.error.FFmpegError as exc:
         raise UnsupportedVideoError(f"cannot read video {path}: {exc}") from exc
-    if not frames:
+    if not container.streams.video:
+        container.close()
+        raise UnsupportedVideoError(f"{path}: no video stream in this file")
+    stream = container.streams.video[0]
+    fps = fps or stream.average_rate or stream.base_rate
+    if not fps:
+        container.close()
+        raise UnsupportedVideoError(f"{path}: the stream has no frame rate; pass fps")
+    return VideoStream(_file_frames(path, container, stream, max_frames), Fraction(fps))
+
+
+def _file_frames(path: Path, container, stream, max_frames: int | None) -> Iterator[Image.Image]:
+    count, size = 0, None
+    try:
+        for frame in container.decode(stream):
+            image = _to_rgb(frame.to_image())
+            if size is not None and image.size != size:
+                raise UnsupportedVideoError(f"{path}: the frame size changes within the stream, which is not "
+                                            "supported")
+            size, count = image.size, count + 1
+            yield image
+            if count == max_frames:
+                break
+    except av.error.FFmpegError as exc:
+        raise UnsupportedVideoError(f"cannot read video {path}: {exc}") from exc
+    finally:
+        container.close()
+    if not count:
         raise UnsupportedVideoError(f"{path}: no decodable video frames")
-    if len({frame.size for frame in frames}) > 1:
-        raise UnsupportedVideoError(f"{path}: the frame size changes within the stream, which is not supported")
-    return Video(frames, Fraction(fps))
 
 
-def _encode_mp4(path: Path, frames: list[Image.Image], fps: Fraction) -> None:
+def _encode_mp4(path: Path, frames: Iterable[Image.Image], fps: Fraction) -> None:
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    frames = iter(frames)
+    first = next(frames)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames[0].size
+        stream.width, stream.height = first.size
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
             stream.options = {"crf": str(CRF)}
@@ -207,6 +272,6 @@ def _encode_mp4(path: Path, frames: list[Image.Image], fps: Fraction) -> None:
         ctx = stream.codec_context
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = 6  # SMPTE 170M (BT.601), as from_image converts
         ctx.color_range = 1  # limited ("tv") range
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
             container.mux(stream.encode(av.VideoFrame.from_image(frame)))
         container.mux(stream.encode())  # flush delayed frames

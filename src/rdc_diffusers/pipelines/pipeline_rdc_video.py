@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -131,7 +131,7 @@ class RDCVideoPipeline(DiffusionPipeline):
     @torch.no_grad()
     def compress(
         self,
-        frames: Sequence,
+        frames: Iterable,
         *,
         fps: Fraction | float = 25,
         gop_size: int = 8,
@@ -140,7 +140,8 @@ class RDCVideoPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         max_pixels: float | None = None,
     ) -> bytes:
-        """Encode a clip (a sequence of PIL images, arrays or tensors of one size) into ``.rdcv`` bytes.
+        """Encode a clip (PIL images, arrays or tensors of one size, in any iterable: frames are read one at a
+        time, so an iterator such as ``open_video(path).frames`` streams) into ``.rdcv`` bytes.
 
         Every ``gop_size``-th frame is an I-frame; the others are P-frames predicted from the previous
         *decoded* frame, which the encoder reconstructs exactly as the decoder will. The P-frame codec has a
@@ -151,9 +152,6 @@ class RDCVideoPipeline(DiffusionPipeline):
         if quality is not None and check_quality(quality) != self.quality:
             raise ValueError(f"this video model codes clips at quality {self.quality:g} only (its P-frame codec "
                              f"has a single rate), got quality={quality!r}")
-        frames = list(frames)
-        if not frames:
-            raise UnsupportedImageError("a clip needs at least one frame")
         if gop_size < 1:
             raise ValueError(f"gop_size must be >= 1, got {gop_size}")
         device = self.codec.device
@@ -176,6 +174,8 @@ class RDCVideoPipeline(DiffusionPipeline):
                 x_ref = self.inter_codec.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
                 types.append("P")
             sections.append(tuple(s[0] for s in coded["strings"]))
+        if not types:
+            raise UnsupportedImageError("a clip needs at least one frame")
         header = RDCVHeader(
             width=width, height=height, fps=Fraction(fps).limit_denominator(1001 * 1000), gop_size=gop_size,
             codec_id=self.codec.fingerprint(), inter_codec_id=self.inter_codec.fingerprint(),
@@ -199,7 +199,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         return_dict: bool = True,
         max_pixels: float | None = None,
     ) -> RDCVideoPipelineOutput | tuple:
-        r"""Decode ``.rdcv`` bytes into frames.
+        r"""Decode ``.rdcv`` bytes into frames, all in memory (:meth:`decode_frames` gives them one at a time).
 
         Args:
             data: the file's bytes.
@@ -219,19 +219,57 @@ class RDCVideoPipeline(DiffusionPipeline):
                 other models ([`RDCModelMismatchError`]), or claim frames above ``max_pixels``
                 ([`DecompressionBombError`]).
         """
+        file = decode_video_file(data)
+        frames = self.decode_frames(data, refine=refine, num_inference_steps=num_inference_steps,
+                                    temporal_noise=temporal_noise, generator=generator, eta=eta, output_type="pt",
+                                    max_pixels=max_pixels)
+        frames = to_output(torch.cat(list(frames)), output_type, "RGB")
+        header = file.header
+        pixels = header.width * header.height
+        frame_bpp = [8 * sum(len(s) for s in sections) / pixels for sections in file.sections]
+        bpp = 8 * len(data) / (pixels * len(file.frame_types))
+        self.maybe_free_model_hooks()
+        result = (frames, list(file.frame_types), frame_bpp, bpp, header.fps, bytes(data))
+        return RDCVideoPipelineOutput(*result) if return_dict else result
+
+    def decode_frames(
+        self,
+        data: bytes,
+        *,
+        refine: bool = True,
+        num_inference_steps: int | None = None,
+        temporal_noise: str = "shared",
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        max_pixels: float | None = None,
+    ) -> Iterator:
+        """The frames of ``.rdcv`` bytes one at a time, as they are decoded: memory stays flat in the clip length.
+
+        The file is checked now (format, models, size: the errors of :meth:`decompress`); each frame is decoded
+        when the iterator reaches it. Frames come as a ``PIL.Image`` (``output_type="pil"``) or a ``[1, 3, H, W]``
+        tensor in [0, 1] (``"pt"``). Arguments as in :meth:`decompress`.
+        """
         if temporal_noise not in TEMPORAL_NOISE:
             raise ValueError(f"temporal_noise must be one of {TEMPORAL_NOISE}, got {temporal_noise!r}")
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt' for frames one at a time, got {output_type!r}")
         file = decode_video_file(data)
         header = file.header
         check_decode_size(header.width, header.height, max_pixels, what="the clip (per frame)")
         check_models(header, self.codec.fingerprint(), self.inter_codec.fingerprint(), self.model_name)
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
-        refine = refine and steps > 0
+        return self._frames(file, refine and steps > 0, steps, temporal_noise, generator, eta, output_type)
+
+    @torch.no_grad()
+    def _frames(self, file, refine: bool, steps: int, temporal_noise: str, generator, eta: float,
+                output_type: str) -> Iterator:
+        header = file.header
         if refine and generator is None:
             generator = torch.Generator("cpu").manual_seed(header.seed)
         image_pipe = self.image_pipeline()
         shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
-        outputs, x_ref, noise = [], None, None
+        x_ref, noise = None, None
         for i, (kind, sections) in enumerate(zip(file.frame_types, file.sections, strict=True)):
             strings = [[s] for s in sections]
             try:
@@ -250,20 +288,14 @@ class RDCVideoPipeline(DiffusionPipeline):
                     noise = randn_tensor(x_ref.shape, generator=generator, device=torch.device("cpu"))
                 x_hat = image_pipe.refine(x_ref, y_hat, self.quality, num_inference_steps=steps,
                                           generator=generator, noise=noise, eta=eta)
-            outputs.append(crop_to(x_hat.clamp(0, 1), header.height, header.width).cpu())
-        frames = to_output(torch.cat(outputs), output_type, "RGB")
-        pixels = header.width * header.height
-        frame_bpp = [8 * sum(len(s) for s in sections) / pixels for sections in file.sections]
-        bpp = 8 * len(data) / (pixels * len(file.frame_types))
-        self.maybe_free_model_hooks()
-        result = (frames, list(file.frame_types), frame_bpp, bpp, header.fps, bytes(data))
-        return RDCVideoPipelineOutput(*result) if return_dict else result
+            frame = crop_to(x_hat.clamp(0, 1), header.height, header.width).cpu()
+            yield frame if output_type == "pt" else to_output(frame, "pil", "RGB")[0]
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
-        frames: Sequence,
+        frames: Iterable,
         *,
         fps: Fraction | float = 25,
         gop_size: int = 8,
