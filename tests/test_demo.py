@@ -168,6 +168,37 @@ def test_a_grayscale_upload_reaches_the_app_as_uploaded(client, tmp_path):
                        api_name="/compress")
 
 
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("notes.png", b"not an image, whatever the name says", "This does not look like an image file"),
+    ("cut.png", None, "This does not look like an image file"),
+    ("bomb.png", "bomb", "claims more pixels than this demo opens"),
+])
+def test_a_bad_upload_gets_the_demo_s_own_message(client, tmp_path, name, content, message):
+    """Gradio opens uploaded images itself before the app sees them; its failures must not be its generic error."""
+    from conftest import load_script
+
+    if content is None:  # a PNG cut off after its header
+        random_image(16, 16).save(tmp_path / "whole.png")
+        content = (tmp_path / "whole.png").read_bytes()[:40]
+    elif content == "bomb":  # a 1 KB PNG claiming 20000x20000 pixels
+        content = load_script("benchmarks/demo_load.py").png_bomb()
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(tmp_path / name), "tiny-rdc", 50, None, "DDIM", 1, 1, 0, "fast",
+                       api_name="/compress")
+
+
+def test_the_server_stays_up_under_concurrent_bad_uploads(tiny_model_dir, tmp_path):
+    """The CI share of benchmarks/demo_load.py: 2 clients, every request kind once each."""
+    from conftest import load_script
+
+    report = load_script("benchmarks/demo_load.py").main(
+        ["--model", str(tiny_model_dir), "--clients", "2", "--rounds", "1", "--timeout", "120",
+         "--out", str(tmp_path)])
+    assert report["server_alive"] and report["last_request"] == "ok"
+    assert report["as_expected"] == report["info"]["requests"] == 12, report["unexpected"]
+
+
 def test_too_large_upload_is_refused(client, tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (60, 180, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise2.png")  # ~32 KB of incompressible noise > 0.02 MB

@@ -76,7 +76,7 @@ def open_upload(path: str | os.PathLike, max_pixels: int) -> PIL.Image.Image:
         with PIL.Image.open(path) as probe:
             width, height = probe.size
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
-        raise _error(f"This does not look like an image file ({type(err).__name__}).") from err
+        raise _error(NOT_AN_IMAGE.format(type(err).__name__)) from err
     if width * height > max_pixels:
         raise _error(f"The image is {width}x{height} = {width * height / 1e6:.3g} MP; this demo takes up to "
                      f"{max_pixels / 1e6:.3g} MP. Please downscale or crop it.")
@@ -84,6 +84,31 @@ def open_upload(path: str | os.PathLike, max_pixels: int) -> PIL.Image.Image:
         return open_image(path)
     except RDCError as err:
         raise _error(str(err)) from err
+
+
+NOT_AN_IMAGE = "This does not look like an image file ({}). Upload a PNG, JPEG, WebP, ... image."
+
+
+def upload_image(gr, **kwargs):
+    """A ``gr.Image`` whose own preprocessing failures (a text file, a truncated PNG, one of Pillow's decompression
+    bombs) reach the user as our message instead of Gradio's generic error.
+
+    The instance's ``preprocess`` is wrapped rather than ``gr.Image`` subclassed: Gradio writes a ``.pyi`` stub
+    beside the module of every component class it sees defined.
+    """
+    component = gr.Image(**kwargs)
+    preprocess = component.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except PIL.Image.DecompressionBombError as err:
+            raise _error(f"The image claims more pixels than this demo opens ({err}).") from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise _error(NOT_AN_IMAGE.format(type(err).__name__)) from err
+
+    component.preprocess = checked
+    return component
 
 
 def rate_options(quality, target_bpp) -> dict:
@@ -309,8 +334,8 @@ def build_demo(
             with gr.Row():
                 # image_mode=None: Gradio hands over the file as uploaded, without decoding or converting it,
                 # so the pixel limit is checked (open_upload) before any pixels are decoded
-                image_in = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                                    height=320)
+                image_in = upload_image(gr, type="filepath", image_mode=None, label="Image",
+                                        sources=["upload", "clipboard"], height=320)
                 with gr.Column():
                     run = gr.Button("Compress and decode", variant="primary")
                     rdc_out = gr.File(label=".rdc file (download)", interactive=False)
