@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
 
     source = list_images(args.source)[0]
     rows = []
+    info = {"model": args.model, "source": source.name, "threads": args.threads,
+            "command": " ".join(["python", *sys.argv])}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             image = Path(tmp) / f"{size}.png"
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append({"size": size, "pixels": SIZES[size][0] * SIZES[size][1], "tiling": tiling,
                                  "op": op, **result})
                     print(json.dumps(rows[-1]), flush=True)
+                    write_results(args.out, info, rows)
         clip = read_video(args.video).frames
         for count in args.clips:
             folder = Path(tmp) / f"clip{count}"
@@ -116,17 +119,18 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"size": f"{count} frames 416x240", "pixels": count * 416 * 240, "tiling": "streamed",
                              "op": op.removeprefix("clip-"), **result})
                 print(json.dumps(rows[-1]), flush=True)
-    info = {"model": args.model, "source": source.name, "threads": args.threads,
-            "command": " ".join(["python", *sys.argv])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
-    lines = [f"# Peak memory of `{info['model']}` on large images", "",
-             f"Image: `{source.name}` resized; {args.threads} threads; command: `{info['command']}`. Peak RSS is the "
-             "whole process (Python, torch and the model included).", "",
-             "| size | tiling | operation | peak RSS GB | seconds |", "|---|---|---|---|---|"]
+                write_results(args.out, info, rows)
+def write_results(out: Path, info: dict, rows: list[dict]) -> None:
+    """``memory.json`` and ``memory.md`` with the rows so far (rewritten after each measurement)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
+    lines = [f"# Peak memory of `{info['model']}` on large images and long clips", "",
+             f"Image: `{info['source']}` resized; {info['threads']} threads; command: `{info['command']}`. Peak RSS is "
+             "the whole process (Python, torch and the model included: about 1 GB before any image).", "",
+             "| input | tiling | operation | peak RSS GB | seconds |", "|---|---|---|---|---|"]
     lines += [f"| {r['size']} | {r['tiling']} | {r['op']} | {r['peak_rss_gb']:.2f} | {r['seconds']:.1f} |"
               for r in rows]
-    (args.out / "memory.md").write_text("\n".join(lines) + "\n")
+    (out / "memory.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

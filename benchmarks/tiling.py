@@ -1,7 +1,7 @@
 """How much tiling changes a decode: PSNR of tiled and whole decodes of the same files, and seams.
 
-    python benchmarks/tiling.py [--model rdc-bsds] [--data ../shared/data/kodak] [--limit 8] [--quality 50]
-        [--tiles 256 512] [--steps 1 4] [--out benchmarks/results/tiling]
+    python benchmarks/tiling.py [--model rdc-bsds] [--data ../shared/data/clic_or_div2k_val] [--limit 4]
+        [--quality 50] [--tiles 512 1024] [--steps 1 4] [--out benchmarks/results/tiling]
 
 Each image is compressed once (whole) and decoded fast and refined at each step count, whole (``tile_size=0``)
 and at each tile size. Per decode: the PSNR against the original of both, their difference (dB), the largest
@@ -38,10 +38,10 @@ def seam_ratio(diff: torch.Tensor, tile: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="rdc-bsds")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/kodak"))
-    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/clic_or_div2k_val"))
+    parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--quality", type=float, default=50)
-    parser.add_argument("--tiles", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tiling"))

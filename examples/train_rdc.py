@@ -66,7 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--block-out-channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--cond-channels", type=int, default=16)
     parser.add_argument("--prediction-type", default="sample", choices=["sample", "epsilon", "v_prediction"])
-    parser.add_argument("--rho", type=float, default=0.9, help="weight of LPIPS on the predicted x0 (CDC's ρ)")
+    parser.add_argument("--rho", type=float, default=0.1,
+                        help="weight of LPIPS against the MSE of [-1, 1] images (CDC's ρ; 0.1 won the ablation in "
+                             "docs/training.md)")
     parser.add_argument("--few-step-fraction", type=float, default=0.5,
                         help="share of batches at the timesteps a 1-, 2- or 4-step sampler visits")
     parser.add_argument("--ema-decay", type=float, default=0.999)

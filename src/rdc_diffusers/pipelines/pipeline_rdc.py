@@ -90,7 +90,7 @@ class RDCPipeline(DiffusionPipeline):
     combinations (Freirich, Michaeli, Meir, "A Theory of the Distortion-Perception Tradeoff in Wasserstein
     Space", NeurIPS 2021): (1 − s)·x_init + s·(x_init + r). It costs nothing at decode time, works at any step
     count (a late start, as diffusers' img2img ``strength``, would leave one step with nothing to vary), and
-    the curve it traces is measured in ``benchmarks/results/strength``.
+    the curve it traces is measured by ``benchmarks/perception.py``.
 
     Components:
         codec ([`RDCCodec`]): analysis/synthesis transforms and the entropy models; decides the bytes, at any
