@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
                              "op": op.removeprefix("clip-"), **result})
                 print(json.dumps(rows[-1]), flush=True)
                 write_results(args.out, info, rows)
+
+
 def write_results(out: Path, info: dict, rows: list[dict]) -> None:
     """``memory.json`` and ``memory.md`` with the rows so far (rewritten after each measurement)."""
     out.mkdir(parents=True, exist_ok=True)
