@@ -111,3 +111,12 @@ def test_a_few_thousand_fuzz_cases_end_in_typed_errors_or_images(tmp_path):
     assert failures == dict.fromkeys(failures, 0), report["failures"]
     assert report["bomb"]["refused"] == report["bomb"]["of"]
     assert (tmp_path / "fuzz.md").read_text().startswith("# Fuzzing the decoders: 2,400 cases")
+
+
+def test_a_file_asking_for_too_many_steps_is_refused_unless_the_caller_chooses(tiny_pipeline, monkeypatch):
+    data = tiny_pipeline.compress(random_image(16, 24), num_inference_steps=3)
+    monkeypatch.setattr(limits, "MAX_FILE_STEPS", 2)
+    with pytest.raises(DecompressionBombError, match="asks for 3 refinement steps, above the limit of 2"):
+        tiny_pipeline.decompress(data)
+    assert tiny_pipeline.decompress(data, num_inference_steps=3).images[0].size == (24, 16)  # the caller chose
+    assert tiny_pipeline.decompress(data, refine=False).images[0].size == (24, 16)

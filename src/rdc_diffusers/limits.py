@@ -13,11 +13,25 @@ import math
 
 from .errors import DecompressionBombError, UnsupportedImageError
 
-__all__ = ["MAX_IMAGE_PIXELS", "check_decode_size", "check_encode_size"]
+__all__ = ["MAX_FILE_STEPS", "MAX_IMAGE_PIXELS", "check_decode_size", "check_encode_size", "check_file_steps"]
 
 MAX_IMAGE_PIXELS: int | None = 7680 * 4320
 """Default limit, 33.2 megapixels (8K UHD). Decoding a 3840×2160 image whole peaks at ~5 GiB, so this is about
 20 GiB; set it to ``None`` (or pass ``max_pixels=math.inf``) to lift the limit."""
+
+
+MAX_FILE_STEPS: int | None = 100
+"""The most refinement steps a file may ask for by default (its header stores up to 65535): a forged header would
+otherwise buy minutes of UNet evaluations per file. A caller who passes ``num_inference_steps`` chooses for itself;
+``None`` lifts the limit."""
+
+
+def check_file_steps(steps: int) -> None:
+    """Refuse a file whose default refinement asks for more than :data:`MAX_FILE_STEPS` steps."""
+    if MAX_FILE_STEPS is not None and steps > MAX_FILE_STEPS:
+        raise DecompressionBombError(
+            f"the file asks for {steps} refinement steps, above the limit of {MAX_FILE_STEPS} "
+            "(rdc_diffusers.limits.MAX_FILE_STEPS); pass num_inference_steps (rdc: --steps) to choose how many")
 
 
 def pixel_limit(max_pixels: float | None) -> float:

@@ -20,7 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
 from ..errors import RDCFormatError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..limits import check_decode_size, check_encode_size
+from ..limits import check_decode_size, check_encode_size, check_file_steps
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
 from ..pretrained import model_name, resolve_model, safetensors_only
@@ -291,6 +291,8 @@ class RDCPipeline(DiffusionPipeline):
 
         # 3. Sample the residual.
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
+        if refine and num_inference_steps is None:
+            check_file_steps(steps)
         strength = header.strength if strength is None else check_strength(strength)
         if refine and steps > 0 and strength > 0:
             if generator is None:

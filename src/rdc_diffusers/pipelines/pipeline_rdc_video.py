@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import RDCFormatError, UnsupportedImageError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..limits import check_decode_size, check_encode_size
+from ..limits import check_decode_size, check_encode_size, check_file_steps
 from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
@@ -259,6 +259,8 @@ class RDCVideoPipeline(DiffusionPipeline):
         check_decode_size(header.width, header.height, max_pixels, what="the clip (per frame)")
         check_models(header, self.codec.fingerprint(), self.inter_codec.fingerprint(), self.model_name)
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
+        if refine and num_inference_steps is None:
+            check_file_steps(steps)
         return self._frames(file, refine and steps > 0, steps, temporal_noise, generator, eta, output_type)
 
     @torch.no_grad()
