@@ -38,7 +38,6 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     pipe = RDCPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    tile = None if args.tile_size is None else args.tile_size
     start = time.perf_counter()
     if args.op.startswith("clip"):
         from rdc_diffusers.cli import main as rdc
@@ -47,9 +46,9 @@ def child(args: argparse.Namespace) -> None:
             ["decompress-video", args.rdc, "-o", str(Path(args.rdc).with_suffix(".mp4"))]
         rdc([*command, "--model", args.model])
     elif args.op == "encode":
-        Path(args.rdc).write_bytes(pipe.compress(open_image(args.image), tile_size=tile))
+        Path(args.rdc).write_bytes(pipe.compress(open_image(args.image), tile_size=args.tile_size))
     else:
-        pipe.decompress(Path(args.rdc).read_bytes(), refine=args.op == "refined", tile_size=tile)
+        pipe.decompress(Path(args.rdc).read_bytes(), refine=args.op == "refined", tile_size=args.tile_size)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
     print(json.dumps({"seconds": seconds, "peak_rss_gb": peak}))

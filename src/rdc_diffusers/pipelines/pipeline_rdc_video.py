@@ -219,10 +219,7 @@ class RDCVideoPipeline(DiffusionPipeline):
                 other models ([`RDCModelMismatchError`]), or claim frames above ``max_pixels``
                 ([`DecompressionBombError`]).
         """
-        file = decode_video_file(data)
-        frames = self.decode_frames(data, refine=refine, num_inference_steps=num_inference_steps,
-                                    temporal_noise=temporal_noise, generator=generator, eta=eta, output_type="pt",
-                                    max_pixels=max_pixels)
+        file, frames = self._open(data, refine, num_inference_steps, temporal_noise, generator, eta, "pt", max_pixels)
         frames = to_output(torch.cat(list(frames)), output_type, "RGB")
         header = file.header
         pixels = header.width * header.height
@@ -250,10 +247,17 @@ class RDCVideoPipeline(DiffusionPipeline):
         when the iterator reaches it. Frames come as a ``PIL.Image`` (``output_type="pil"``) or a ``[1, 3, H, W]``
         tensor in [0, 1] (``"pt"``). Arguments as in :meth:`decompress`.
         """
-        if temporal_noise not in TEMPORAL_NOISE:
-            raise ValueError(f"temporal_noise must be one of {TEMPORAL_NOISE}, got {temporal_noise!r}")
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt' for frames one at a time, got {output_type!r}")
+        return self._open(data, refine, num_inference_steps, temporal_noise, generator, eta, output_type,
+                          max_pixels)[1]
+
+    def _open(self, data: bytes, refine: bool, num_inference_steps: int | None, temporal_noise: str, generator,
+              eta: float, output_type: str, max_pixels: float | None) -> tuple:
+        """The parsed, checked file and the iterator over its frames (both decode methods start here, so the
+        bytes are parsed once)."""
+        if temporal_noise not in TEMPORAL_NOISE:
+            raise ValueError(f"temporal_noise must be one of {TEMPORAL_NOISE}, got {temporal_noise!r}")
         file = decode_video_file(data)
         header = file.header
         check_decode_size(header.width, header.height, max_pixels, what="the clip (per frame)")
@@ -261,7 +265,7 @@ class RDCVideoPipeline(DiffusionPipeline):
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
         if refine and num_inference_steps is None:
             check_file_steps(steps)
-        return self._frames(file, refine and steps > 0, steps, temporal_noise, generator, eta, output_type)
+        return file, self._frames(file, refine and steps > 0, steps, temporal_noise, generator, eta, output_type)
 
     @torch.no_grad()
     def _frames(self, file, refine: bool, steps: int, temporal_noise: str, generator, eta: float,
