@@ -96,9 +96,9 @@ def request(client, model: str, kind: str, path: Path, timeout: float) -> dict:
 
     start = time.perf_counter()
     if kind in ("rdc_bomb", "corrupt_rdc"):
-        job = client.submit(handle_file(str(path)), model, "DDIM", -1, -1, "fast", api_name="/decompress")
+        job = client.submit(handle_file(str(path)), model, "ddim", -1, -1, "fast", api_name="/decompress")
     else:
-        job = client.submit(handle_file(str(path)), model, 50, None, "DDIM", 1, 1, 0, "fast", api_name="/compress")
+        job = client.submit(handle_file(str(path)), model, 50, None, "ddim", 1, 1, 0, "fast", api_name="/compress")
     try:
         result = job.result(timeout=timeout)
         outcome, detail = ("ok", "") if result and result[1] else ("other_error", "no image returned")

@@ -145,3 +145,28 @@ def test_a_wheel_ships_every_file_of_the_bundled_models():
     left_out = [f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/")
                                             for pat in patterns["rdc_diffusers"])]
     assert not left_out
+
+
+def test_diffusion_pipeline_loads_a_bundled_name_and_lists_them_for_a_typo(tmp_path):
+    """After `import rdc_diffusers`, diffusers' own API takes the bundled names as RDCPipeline.from_pretrained does;
+    a mistyped one gets the list instead of the Hub cache's "see the stacktrace above". A fresh process, offline,
+    with an empty Hugging Face cache: nothing can be downloaded."""
+    script = """
+import rdc_diffusers  # noqa: F401
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("rdc-bsds")
+print(type(pipe).__name__, pipe.model_name)
+for cls in (DiffusionPipeline, rdc_diffusers.RDCPipeline):
+    try:
+        cls.from_pretrained("rdc-bsds-q9")
+    except OSError as err:
+        print(type(err).__name__, err)
+"""
+    done = subprocess.run([PYTHON, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=python_env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = ("OSError 'rdc-bsds-q9' is not a folder, a bundled model (bundled: rdc-bsds) or a model in the "
+               "Hugging Face cache (offline: nothing is downloaded)")
+    assert done.stdout.splitlines() == ["RDCPipeline rdc-bsds", message, message]
+    assert "Couldn't connect" not in done.stderr

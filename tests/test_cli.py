@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,14 @@ def test_an_unreadable_image_is_one_line_error(rdc, tiny_model_dir, tmp_path):
     line = assert_one_line_error(rdc("compress", tmp_path / "text.png", "-o", tmp_path / "a.rdc",
                                       "--model", tiny_model_dir))
     assert "text.png" in line
+
+
+def test_a_text_file_named_png_is_said_not_to_be_an_image(rdc, tiny_model_dir, tmp_path):
+    (tmp_path / "x.png").write_text("hello")
+    line = assert_one_line_error(rdc("compress", tmp_path / "x.png", "-o", tmp_path / "x.rdc",
+                                     "--model", tiny_model_dir))
+    assert f"{tmp_path / 'x.png'}: not an image file" in line and "PNG, JPEG" in line
+    assert "BufferedReader" not in line
 
 
 def test_a_file_from_another_model_names_both(rdc, small_png, tiny_model_dir, other_model_dir, tmp_path):
@@ -290,7 +299,7 @@ def test_a_folder_gets_one_search_per_image_and_skips_what_cannot_fit(tiny_model
     stdout, stderr = capsys.readouterr()
     assert code == 1 and "Traceback" not in stderr
     assert [p.name for p in (tmp_path / "rdc2").iterdir()] == ["small.rdc"]  # nothing written for big.png
-    assert f"small.rdc: {small_max} bytes" in stdout and f"1 files, {small_max} bytes" in stdout
+    assert f"small.rdc: {small_max} bytes" in stdout and f"1 file, {small_max} bytes" in stdout
     errors = stderr.strip().splitlines()
     assert len(errors) == 2
     assert f"big.png: even the lowest quality (0) gives {big_min} bytes" in errors[0]
@@ -361,3 +370,115 @@ def test_command_line_on_a_kodak_image(kodak_image, tiny_model_dir, tmp_path):
     line = assert_one_line_error(result)
     assert line.startswith("rdc decompress: error:")
     assert not (tmp_path / "broken.png").exists()
+
+
+def test_a_folder_of_rdc_files_decompresses_into_a_folder(rdc, tiny_model_dir, tmp_path):
+    images, coded, decoded = tmp_path / "images", tmp_path / "coded", tmp_path / "decoded"
+    images.mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        random_image(24, 40, seed=seed).save(images / f"{name}.png")
+    assert rdc("compress", images, "-o", coded, "--model", tiny_model_dir)[0] == 0
+
+    code, out, _ = rdc("decompress", coded, "-o", decoded, "--model", tiny_model_dir, "--steps", 1)
+
+    assert code == 0
+    assert out.splitlines() == [f"{decoded / 'a.png'}: 40x24 RGB, refined, 1 step of DDIMScheduler, strength 1",
+                                f"{decoded / 'b.png'}: 40x24 RGB, refined, 1 step of DDIMScheduler, strength 1",
+                                "2 files (1 process)"]
+    pipe = load_pipeline(tiny_model_dir)
+    for name in ("a", "b"):  # what the API decodes from the same bytes
+        expected = pipe.decompress((coded / f"{name}.rdc").read_bytes(), num_inference_steps=1).images[0]
+        np.testing.assert_array_equal(np.asarray(Image.open(decoded / f"{name}.png")), np.asarray(expected))
+
+    line = assert_one_line_error(rdc("decompress", coded, "-o", decoded, "--model", tiny_model_dir, "--fast"))
+    assert "a.png already exists" in line and "--force" in line
+    assert rdc("decompress", coded, "-o", decoded, "--model", tiny_model_dir, "--fast", "--force")[0] == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(decoded / "b.png")), np.asarray(
+        pipe.decompress((coded / "b.rdc").read_bytes(), refine=False).images[0]))
+
+    (coded / "c.rdc").write_bytes(b"RDC? no")  # one broken file: nothing is decoded, and it is named
+    line = assert_one_line_error(rdc("decompress", coded, "-o", tmp_path / "fresh", "--model", tiny_model_dir))
+    assert "c.rdc" in line and not (tmp_path / "fresh").exists()
+    line = assert_one_line_error(rdc("decompress", images, "-o", tmp_path / "none", "--model", tiny_model_dir))
+    assert "no .rdc files" in line
+
+
+def test_an_existing_folder_as_output_gets_the_file_inside(rdc, small_png, tiny_model_dir, tmp_path):
+    """As with a folder input, a file goes into an output folder as <stem>.rdc / <stem>.png (no [Errno 21])."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for force in ([], ["--force"]):  # --force: the file inside is overwritten, never the folder
+        code, out, err = rdc("compress", small_png, "-o", folder, "--model", tiny_model_dir, *force)
+        assert code == 0 and out.startswith(f"{folder / 'small.rdc'}: ") and not err
+    line = assert_one_line_error(rdc("compress", small_png, "-o", folder, "--model", tiny_model_dir))
+    assert f"{folder / 'small.rdc'} already exists" in line
+    for force in ([], ["--force"]):
+        code, out, _ = rdc("decompress", folder / "small.rdc", "-o", folder, "--model", tiny_model_dir, "--fast",
+                           *force)
+        assert code == 0 and out.startswith(f"{folder / 'small.png'}: 70x40 RGB, fast")
+    assert sorted(p.name for p in folder.iterdir()) == ["small.png", "small.rdc"]
+
+
+def test_an_animated_gif_gets_one_warning_line(rdc, tiny_model_dir, tmp_path):
+    first, *rest = (random_image(24, 32, seed=i) for i in range(3))
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=rest)
+
+    code, out, err = rdc("compress", tmp_path / "anim.gif", "-o", tmp_path / "anim.rdc", "--model", tiny_model_dir)
+
+    assert code == 0 and "anim.rdc" in out
+    assert err.splitlines() == [f"rdc compress: warning: {tmp_path / 'anim.gif'} has 3 frames; only frame 1 is coded "
+                                "(a clip: rdc compress-video, which reads GIFs, videos and frame folders; "
+                                "RDCVideoPipeline in Python)"]
+
+
+def test_one_step_and_one_file_are_singular(rdc, small_png, tiny_model_dir, tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    small_png.rename(folder / "small.png")
+    code, out, _ = rdc("compress", folder, "-o", tmp_path / "coded", "--model", tiny_model_dir, "--steps", 1)
+    assert code == 0 and "\n1 file, " in out
+    assert "seed 0, 1 step, strength 1 by default" in rdc("info", tmp_path / "coded" / "small.rdc").out
+    code, out, _ = rdc("decompress", tmp_path / "coded" / "small.rdc", "-o", tmp_path / "a.png", "--model",
+                       tiny_model_dir)
+    assert code == 0 and out.endswith("refined, 1 step of DDIMScheduler, strength 1\n")
+
+
+@pytest.mark.parametrize(("steps", "message"), [
+    (2000, "num_inference_steps must be in 0..1000 (the scheduler's num_train_timesteps), got 2000"),
+    (101, "above the 100 steps decoders accept from a file by default"),
+])
+def test_compress_refuses_steps_its_decoders_would_refuse(rdc, small_png, tiny_model_dir, tmp_path, steps, message):
+    line = assert_one_line_error(rdc("compress", small_png, "-o", tmp_path / "a.rdc", "--model", tiny_model_dir,
+                                     "--steps", steps))
+    assert line.startswith("rdc compress: error:") and message in line
+    assert not (tmp_path / "a.rdc").exists()
+
+
+def test_decompress_refuses_steps_beyond_the_scheduler_before_decoding(rdc, small_png, tiny_model_dir, tmp_path):
+    assert rdc("compress", small_png, "-o", tmp_path / "a.rdc", "--model", tiny_model_dir)[0] == 0
+    line = assert_one_line_error(rdc("decompress", tmp_path / "a.rdc", "-o", tmp_path / "a.png", "--model",
+                                     tiny_model_dir, "--steps", 2000))
+    assert line == ("rdc decompress: error: --steps 2000: num_inference_steps must be in 0..1000 (the scheduler's "
+                    "num_train_timesteps), got 2000")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_progress_bars_show_on_a_terminal_only(rdc, tmp_path, tiny_video_dir, monkeypatch):
+    """Frames are counted on a terminal; piped or redirected output stays clean."""
+    import io
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(3):
+        random_image(32, 48, seed=k).save(frames / f"f{k}.png")
+    code, _, err = rdc("compress-video", frames, "-o", tmp_path / "a.rdcv", "--model", tiny_video_dir)
+    assert code == 0 and "it/s" not in err and "it [" not in err  # capsys' stderr is not a terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["compress-video", str(frames), "-o", str(tmp_path / "b.rdcv"), "--model", str(tiny_video_dir)]) == 0
+    assert re.search(r"\dit \[", terminal.getvalue())  # a frame count (a stream has no length to show)

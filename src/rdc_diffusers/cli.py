@@ -7,25 +7,17 @@ import importlib.util
 import math
 import re
 import sys
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
+from . import __version__
 from .atomic_write import write_atomically
 from .errors import RDCError
+from .schedulers import SCHEDULERS, use_scheduler
 
-SCHEDULERS = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpm": "DPMSolverMultistepScheduler",
-}
-
-
-def use_scheduler(pipe, name: str | None) -> None:
-    """Swap the pipeline's scheduler for the one a short name (a key of SCHEDULERS) stands for; None keeps it."""
-    import diffusers
-
-    if name is not None:
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
+SCHEDULER_OPTION = {"choices": list(SCHEDULERS), "metavar": "NAME", "default": None,
+                    "help": f"sampler: {', '.join(SCHEDULERS)} (default: the model's own scheduler)"}
 
 
 class CLIError(Exception):
@@ -125,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .pretrained import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="rdc", description="Perceptual image compression with residual diffusion.")
+    parser.add_argument("--version", action="version", version=f"rdc-diffusers {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     model_help = f"a folder, a Hugging Face Hub repo id, or a bundled model name (default: {DEFAULT_MODEL})"
@@ -151,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--force", action="store_true", help="overwrite an existing output")
     compress.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
-    decompress = sub.add_parser("decompress", help=".rdc file -> image")
-    decompress.add_argument("input", type=Path)
+    decompress = sub.add_parser("decompress", help=".rdc file -> image (or a folder of .rdc files -> a folder of "
+                                                   "PNGs)")
+    decompress.add_argument("input", type=Path, help="an .rdc file, or a folder (then -o is a folder; data-parallel "
+                                                    "under accelerate launch)")
     decompress.add_argument("-o", "--output", type=Path, required=True)
     decompress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     decompress.add_argument("--fast", action="store_true", help="fidelity decoder only (no diffusion)")
@@ -160,8 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument("--strength", type=parse_strength, default=None, metavar="S",
                             help="fidelity <-> realism, 0..1: how much of the sampled detail to add (0: the fast "
                                  "decode, 1: all of it; default: from the file)")
-    decompress.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
-                            help="sampler (default: the model's own scheduler)")
+    decompress.add_argument("--scheduler", **SCHEDULER_OPTION)
     decompress.add_argument("--force", action="store_true", help="overwrite an existing output")
     decompress.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
@@ -187,8 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     unvideo.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     unvideo.add_argument("--fast", action="store_true", help="codecs only (no diffusion)")
     unvideo.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
-    unvideo.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
-                         help="sampler (default: the model's own scheduler)")
+    unvideo.add_argument("--scheduler", **SCHEDULER_OPTION)
     unvideo.add_argument("--temporal-noise", choices=["shared", "independent"], default="shared",
                          help="refinement noise: one field for every frame (default), or new per frame")
     unvideo.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -202,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     evaluate.add_argument("--fast", action="store_true", help="fidelity decoder only (no diffusion)")
     evaluate.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: the model's)")
-    evaluate.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
-                          help="sampler (default: the model's own scheduler)")
+    evaluate.add_argument("--scheduler", **SCHEDULER_OPTION)
     evaluate.add_argument("-o", "--output", type=Path, default=Path("results.json"),
                           help="JSON result file; the CSV goes beside it (default: results.json)")
     evaluate.add_argument("--seed", type=SEED, default=0, help="sampling seed written into the files")
@@ -239,6 +231,19 @@ def check_output(path: Path, force: bool) -> None:
         raise CLIError(f"folder {path.parent} does not exist")
 
 
+def output_file(args: argparse.Namespace, suffix: str) -> Path:
+    """``-o`` for one input file: a file name, or an existing folder to write ``<input stem><suffix>`` into (the
+    names a folder input gets), checked as :func:`check_output` checks it."""
+    path = args.output / f"{args.input.stem}{suffix}" if args.output.is_dir() else args.output
+    check_output(path, args.force)
+    return path
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 step``, ``4 steps``: counts in messages read as English (``nouns``: an irregular plural)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
+
+
 def read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
@@ -250,9 +255,23 @@ def load_pipeline(model: str, video: bool = False):
     from .pipelines.pipeline_rdc_video import RDCVideoPipeline
 
     try:
-        return (RDCVideoPipeline if video else RDCPipeline).from_pretrained(model)
+        pipe = (RDCVideoPipeline if video else RDCPipeline).from_pretrained(model)
     except (OSError, ValueError) as err:
         raise CLIError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
+    pipe.set_progress_bar_config(**PROGRESS)
+    return pipe
+
+
+PROGRESS = {"disable": None, "leave": False}
+"""tqdm settings of every bar the CLI shows (tiles of a large image, sampling steps, frames, files): only on a
+terminal (``disable=None``; ``TQDM_DISABLE=1`` turns them off there too), gone when done."""
+
+
+def files_progress(items: list, current) -> Iterable:
+    """A bar over the files of a folder command, in the main process of ``accelerate launch`` only."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, unit="file", **(PROGRESS if current.is_main_process else {"disable": True}))
 
 
 def rate_options(args: argparse.Namespace, width: int, height: int) -> dict:
@@ -294,6 +313,10 @@ def compress_image(pipe, image, args: argparse.Namespace) -> dict:
                              **rate_options(args, image.width, image.height))
     except RateTargetError as err:
         return record | {"error": str(err)}
+    except ValueError as err:
+        if isinstance(err, RDCError):  # a bad image: main reports it as such
+            raise
+        raise CLIError(str(err)) from err  # an option the model cannot honour (--steps above its timesteps)
     return record | {"data": data, "quality": decode_file(data).header.quality}
 
 
@@ -311,7 +334,7 @@ def run_compress(args: argparse.Namespace) -> None:
 
     if args.input.is_dir():
         return run_compress_folder(args)
-    check_output(args.output, args.force)
+    args.output = output_file(args, ".rdc")
     if not args.input.is_file():
         raise CLIError(f"{args.input}: no such file")
     image = open_image(args.input)
@@ -363,9 +386,11 @@ def run_compress_folder(args: argparse.Namespace) -> None:
     # or a fast process's new files would look like old ones to a slow one.
     current.wait_for_everyone()
 
+    pipe.set_progress_bar_config(disable=True)  # one bar over the files instead
+
     def work(share: list[Path]) -> list[dict]:
         done = []
-        for path in share:
+        for path in files_progress(share, current):
             record = compress_image(pipe, open_image(path), args) | {"input": path}
             if "data" in record:
                 data = record.pop("data")
@@ -387,10 +412,10 @@ def run_compress_folder(args: argparse.Namespace) -> None:
     total_bytes = sum(r["bytes"] for r in written)
     total_pixels = sum(r["width"] * r["height"] for r in written)
     overall = f", {8 * total_bytes / total_pixels:.4f} bpp over all pixels" if written else ""
-    print(f"{len(written)} files, {total_bytes} bytes{overall} "
-          f"({current.num_processes} process{'es' if current.num_processes > 1 else ''})")
+    print(f"{plural(len(written), 'file')}, {total_bytes} bytes{overall} "
+          f"({plural(current.num_processes, 'process', 'processes')})")
     if len(written) < len(done):
-        raise RateTargetError(f"{len(done) - len(written)} of {len(done)} images cannot meet the rate target "
+        raise RateTargetError(f"{len(done) - len(written)} of {plural(len(done), 'image')} cannot meet the rate target "
                               f"({target}); nothing written for them")
 
 
@@ -471,22 +496,93 @@ def run_decompress(args: argparse.Namespace) -> None:
 
     if args.fast and args.strength is not None:
         raise CLIError("--fast decodes without refinement: leave out --strength (or use --strength 0)")
-    check_output(args.output, args.force)
+    if args.input.is_dir():
+        return run_decompress_folder(args)
+    args.output = output_file(args, ".png")
     fmt = _format_for(args.output)
     data = read_bytes(args.input)
     header = decode_file(data).header  # a broken file (or a bomb) fails before a model is loaded
     check_decode_size(header.width, header.height, args.max_pixels)
     pipe = load_pipeline(args.model)
     use_scheduler(pipe, args.scheduler)
+    check_steps_option(pipe, args.steps)
     out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
                           max_pixels=args.max_pixels)
     image = out.images[0]
     write_atomically(args.output, lambda p: image.save(p, format=fmt))
+    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {decode_how(args, pipe, header)}")
+
+
+def decode_how(args: argparse.Namespace, pipe, header) -> str:
+    """``fast``, or ``refined, N steps of SCHEDULER, strength S``: how a file was decoded, for the report."""
     steps = header.num_inference_steps if args.steps is None else args.steps
     strength = header.strength if args.strength is None else args.strength
-    how = "fast" if args.fast or steps == 0 or strength == 0 else (
-        f"refined, {steps} steps of {type(pipe.scheduler).__name__}, strength {strength:g}")
-    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {how}")
+    if args.fast or steps == 0 or strength == 0:
+        return "fast"
+    return f"refined, {plural(steps, 'step')} of {type(pipe.scheduler).__name__}, strength {strength:g}"
+
+
+def check_steps_option(pipe, steps: int | None) -> None:
+    """``--steps`` above what the scheduler was trained with fails inside diffusers, after the work: say it first."""
+    from .limits import check_steps
+
+    if steps is not None:
+        try:
+            check_steps(steps, pipe.scheduler.config.num_train_timesteps)
+        except ValueError as err:
+            raise CLIError(f"--steps {steps}: {err}") from err
+
+
+def run_decompress_folder(args: argparse.Namespace) -> None:
+    """Every ``.rdc`` file of a folder -> ``OUTDIR/<stem>.png``, as ``rdc compress DIR -o OUTDIR`` wrote them;
+    each process of ``accelerate launch`` takes a share. Every file is checked before the model is loaded."""
+    from .bitstream import decode_file
+    from .limits import check_decode_size
+    from .parallel import map_shards, state
+
+    paths = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".rdc" and p.is_file())
+    if not paths:
+        raise CLIError(f"{args.input}: no .rdc files in this folder")
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"{args.output} is not a folder (a folder input needs a folder output)")
+    if not args.output.parent.exists():
+        raise CLIError(f"folder {args.output.parent} does not exist")
+    targets = [args.output / f"{p.stem}.png" for p in paths]
+    if len(set(targets)) < len(targets):
+        raise CLIError(f"{args.input}: two files share a name stem (a.rdc, a.RDC), their PNGs would collide")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.force:
+        raise CLIError(f"{existing[0]} already exists (and {len(existing) - 1} more; use --force to overwrite)")
+    headers = {}
+    for path in paths:  # a broken file (or a bomb) fails before a model is loaded
+        try:
+            headers[path] = decode_file(read_bytes(path)).header
+        except RDCError as err:
+            raise type(err)(f"{path}: {err}") from err
+        check_decode_size(headers[path].width, headers[path].height, args.max_pixels, what=str(path))
+    args.output.mkdir(exist_ok=True)
+    current = state()
+    pipe = load_pipeline(args.model).to(current.device)
+    pipe.set_progress_bar_config(disable=True)  # one bar over the files instead
+    use_scheduler(pipe, args.scheduler)
+    check_steps_option(pipe, args.steps)
+    current.wait_for_everyone()  # every process checked the outputs before any writes one
+
+    def work(share: list[tuple[Path, Path]]) -> list[dict]:
+        done = []
+        for path, target in files_progress(share, current):
+            image = pipe.decompress(read_bytes(path), refine=not args.fast, num_inference_steps=args.steps,
+                                    strength=args.strength, max_pixels=args.max_pixels).images[0]
+            write_atomically(target, lambda p, image=image: image.save(p, format="PNG"))
+            done.append({"input": path, "output": target, "size": f"{image.width}x{image.height} {image.mode}"})
+        return done
+
+    done = map_shards(work, list(zip(paths, targets, strict=True)))
+    if not current.is_main_process:
+        return
+    for record in done:
+        print(f"{record['output']}: {record['size']}, {decode_how(args, pipe, headers[record['input']])}")
+    print(f"{plural(len(done), 'file')} ({plural(current.num_processes, 'process', 'processes')})")
 
 
 def _format_for(path: Path) -> str:
@@ -503,12 +599,11 @@ def run_compress_video(args: argparse.Namespace) -> None:
     from .video_bitstream import decode_video_file
     from .video_io import open_video
 
-    check_output(args.output, args.force)
+    args.output = output_file(args, ".rdcv")
     if not args.input.exists():
         raise CLIError(f"{args.input}: no such file or folder")
     clip = open_video(args.input, fps=args.fps, max_frames=args.max_frames)  # frames are read as they are coded
-    pipe = load_pipeline(args.model, video=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.model, video=True)  # a bar per frame, on a terminal
     try:
         data = pipe.compress(clip.frames, fps=clip.fps, gop_size=args.gop, quality=args.quality, seed=args.seed,
                              max_pixels=args.max_pixels,
@@ -520,7 +615,7 @@ def run_compress_video(args: argparse.Namespace) -> None:
     write_atomically(args.output, lambda p: p.write_bytes(data))
     file = decode_video_file(data)
     width, height, count = file.header.width, file.header.height, len(file.frame_types)
-    print(f"{args.output}: {count} frames of {width}x{height} at {float(clip.fps):g} fps, "
+    print(f"{args.output}: {plural(count, 'frame')} of {width}x{height} at {float(clip.fps):g} fps, "
           f"{len(data)} bytes, {8 * len(data) / (width * height * count):.4f} bpp (GOP {args.gop}, "
           f"quality {pipe.quality:g})")
 
@@ -530,7 +625,7 @@ def run_decompress_video(args: argparse.Namespace) -> None:
     from .video_bitstream import decode_video_file
     from .video_io import check_video_target, save_frames, write_video
 
-    check_output(args.output, args.force)
+    args.output = output_file(args, ".mp4")
     if args.frames_dir is not None and args.frames_dir.exists() and any(args.frames_dir.iterdir()) and not args.force:
         raise CLIError(f"{args.frames_dir} is not empty (use --force to overwrite)")
     data = read_bytes(args.input)
@@ -538,9 +633,9 @@ def run_decompress_video(args: argparse.Namespace) -> None:
     header, count = file.header, len(file.frame_types)
     check_decode_size(header.width, header.height, args.max_pixels, what="the clip (per frame)")
     check_video_target(args.output, header.width, header.height)  # and an unwritable output before decoding
-    pipe = load_pipeline(args.model, video=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.model, video=True)  # a bar per frame, on a terminal
     use_scheduler(pipe, args.scheduler)
+    check_steps_option(pipe, args.steps)
     # One frame at a time from the decoder into the video (and the PNG folder): memory stays flat in the length.
     frames = pipe.decode_frames(data, refine=not args.fast, num_inference_steps=args.steps,
                                 max_pixels=args.max_pixels, temporal_noise=args.temporal_noise)
@@ -548,9 +643,10 @@ def run_decompress_video(args: argparse.Namespace) -> None:
         frames = save_frames(args.frames_dir, frames, count=count, force=args.force)
     write_video(args.output, frames, header.fps, force=args.force)
     steps = header.num_inference_steps if args.steps is None else args.steps
-    how = "fast" if args.fast or steps == 0 else (f"refined, {steps} steps of {type(pipe.scheduler).__name__}, "
-                                                   f"{args.temporal_noise} noise")
-    print(f"{args.output}: {count} frames of {header.width}x{header.height} at {float(header.fps):g} fps, {how}")
+    how = "fast" if args.fast or steps == 0 else (f"refined, {plural(steps, 'step')} of "
+                                                   f"{type(pipe.scheduler).__name__}, {args.temporal_noise} noise")
+    print(f"{args.output}: {plural(count, 'frame')} of {header.width}x{header.height} at {float(header.fps):g} fps, "
+          f"{how}")
 
 
 def run_info(args: argparse.Namespace) -> None:
@@ -566,7 +662,7 @@ def run_info(args: argparse.Namespace) -> None:
     print(f"image:       {h.width}x{h.height}, original mode {h.mode}")
     print(f"quality:     {h.quality:g}")
     print(f"model:       {h.model_name} (id {h.model_id.hex()})")
-    print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps, strength {h.strength:g} by default")
+    print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')}, strength {h.strength:g} by default")
     print(f"sections:    {', '.join(str(len(s)) for s in file.sections)} bytes")
 
 
@@ -577,30 +673,50 @@ def _video_info(path: Path, data: bytes) -> None:
     h = file.header
     count = len(file.frame_types)
     print(f"file:        {path} ({len(data)} bytes, {8 * len(data) / (h.width * h.height * count):.4f} bpp)")
-    print(f"clip:        {count} frames of {h.width}x{h.height} at {float(h.fps):g} fps ({h.fps}), GOP {h.gop_size}")
+    print(f"clip:        {plural(count, 'frame')} of {h.width}x{h.height} at {float(h.fps):g} fps ({h.fps}), "
+          f"GOP {h.gop_size}")
     print(f"frames:      {''.join(file.frame_types)}")
     print(f"model:       {h.model_name} (ids {h.codec_id.hex()} / {h.inter_codec_id.hex()})")
-    print(f"refinement:  seed {h.seed}, {h.num_inference_steps} steps by default")
+    print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')} by default")
 
 
 def run_demo(args: argparse.Namespace) -> None:
     if importlib.util.find_spec("gradio") is None:
-        raise CLIError('the demo needs Gradio: pip install "rdc-diffusers[demo]"')
+        raise CLIError('the demo needs Gradio: pip install "rdc-diffusers[demo]" '
+                       '(from a clone: pip install -e ".[demo]")')
     from .demo import launch_demo
 
     launch_demo(port=args.port, share=args.share == "yes", host=args.host, models=args.model)
 
 
+class OneLineWarnings:
+    """A ``warnings.showwarning`` that prints ``rdc COMMAND: warning: MESSAGE``, one line like the errors (Python's
+    own adds the file, line number and source line: noise for someone running a command)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: object = None, line: str | None = None) -> None:
+        text = str(message).strip().splitlines()
+        print(f"rdc {self.command}: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from diffusers.utils import logging as diffusers_logging
+    if args.command not in ("info", "bdrate", "plot"):  # they load no model: skip diffusers' import (seconds)
+        from diffusers.utils import logging as diffusers_logging
 
-    diffusers_logging.disable_progress_bar()  # component loading; the sampling bar stays
+        diffusers_logging.disable_progress_bar()  # component loading; the sampling bar stays
     run = {"compress": run_compress, "decompress": run_decompress, "info": run_info, "demo": run_demo,
            "eval": run_eval, "bdrate": run_bdrate, "plot": run_plot, "compress-video": run_compress_video,
            "decompress-video": run_decompress_video}[args.command]
+    import warnings
+
     try:
-        run(args)
+        with warnings.catch_warnings():  # restores Python's own printer afterwards (main runs inside tests too)
+            warnings.showwarning = OneLineWarnings(args.command)
+            run(args)
     except (RDCError, CLIError, OSError, ImportError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rdc {args.command}: error: {message}", file=sys.stderr)

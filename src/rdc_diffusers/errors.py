@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "DecompressionBombError", "RDCError", "RDCFormatError", "RDCModelMismatchError", "RateTargetError",
-    "UnsupportedImageError", "UnsupportedVideoError",
+    "UnsupportedImageError", "UnsupportedSchedulerError", "UnsupportedVideoError",
 ]
 
 
@@ -34,3 +34,8 @@ class UnsupportedVideoError(RDCError, ValueError):
 
 class RateTargetError(RDCError, ValueError):
     """A rate target (``target_bpp``, ``--bpp``, ``--size``) that no quality of the model can meet."""
+
+
+class UnsupportedSchedulerError(RDCError, ValueError):
+    """A diffusers scheduler that cannot sample the residual UNet (``rdc_diffusers.schedulers`` lists those
+    that can)."""

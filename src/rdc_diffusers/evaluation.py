@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .bitstream import decode_file
 from .image_io import open_image, to_tensor
 from .metrics.quality import lpips, ms_ssim, psnr
+from .schedulers import scheduler_name
 
 CLASSICAL_CODECS = ("jpeg", "webp", "avif")
 """Codec names :func:`evaluate_classical` knows; ``avif`` only where Pillow was built with libavif."""
@@ -97,10 +98,7 @@ def decode_name(scheduler: str | None, steps: int) -> str:
     """The ``decode`` name of a configuration: ``"fast"`` without refinement, else e.g. ``"ddim-4"``."""
     if steps == 0 or scheduler is None:
         return "fast"
-    from .cli import SCHEDULERS
-
-    short_names = {cls: short for short, cls in SCHEDULERS.items()}
-    return f"{short_names.get(scheduler, scheduler.lower())}-{steps}"
+    return f"{scheduler_name(scheduler)}-{steps}"
 
 
 def format_quality(quality: float) -> str:

@@ -15,18 +15,20 @@ rather than silently coding something other than what the user meant:
 * ``F`` (32-bit float) images are taken as ``[0, 1]`` intensities; any value outside that range (or NaN/inf)
   is refused, because there is no range to rescale by that we could know.
 * Premultiplied modes (``RGBa``, ``La``), ``I;16N`` and any other mode are refused, naming the mode.
-* Multi-frame images (GIF, TIFF): only the current frame is used.
+* Multi-frame images (GIF, TIFF, WebP): only the current frame is used, with a ``UserWarning`` naming the frame
+  count (a clip belongs in ``RDCVideoPipeline`` / ``rdc compress-video``).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UnsupportedImageError
 
@@ -39,6 +41,8 @@ SUPPORTED_MODES = _CONVERT_TO_RGB + ("P",) + _ALPHA_MODES + _SIXTEEN_BIT + ("I",
 OUTPUT_TYPES = ("pil", "np", "pt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 """File suffixes taken as images when a folder is read (training data, evaluation sets, video frames)."""
+READ_FORMATS = "PNG, JPEG, WebP, TIFF, BMP, GIF"
+"""The common formats ``open_image`` reads, for messages (it reads whatever Pillow reads)."""
 # Pillow raises these for undecodable, truncated or hostile files (UnidentifiedImageError is an OSError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 
@@ -53,11 +57,16 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     with open(path, "rb") as fh:
         try:
             image = Image.open(fh)
+            getattr(image, "n_frames", 1)  # GIF counts its frames lazily: count while the file is open (to_tensor)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: no second copy of a large photo
-            return image
+        except UnidentifiedImageError as exc:  # its message is the repr of our file object: say it plainly
+            raise UnsupportedImageError(f"cannot read image {path}: not an image file, or not in a format Pillow "
+                                        f"reads ({READ_FORMATS}, ...)") from exc
         except _DECODE_ERRORS as exc:
             raise UnsupportedImageError(f"cannot read image {path}: {exc}") from exc
+    image.filename = os.fspath(path)  # as Image.open(path) would set it: to_tensor's warnings name the file
+    return image
 
 
 def to_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -115,11 +124,11 @@ def to_output(x: torch.Tensor, output_type: str, mode: str) -> list[Image.Image]
         return x
     if output_type == "np":
         return x.permute(0, 2, 3, 1).to("cpu", torch.float32).numpy()
-    x = x.to("cpu", torch.float32)
+    x = x.to("cpu", torch.float32)  # in place from here: an 8K image is 400 MB per float copy
     if mode in GRAYSCALE_MODES:
-        pixels = (x.mean(dim=1) * 255.0).round().to(torch.uint8).numpy()  # [B, H, W]
+        pixels = x.mean(dim=1).mul_(255.0).round_().to(torch.uint8).numpy()  # [B, H, W]
     else:
-        pixels = (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
+        pixels = x.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
     return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
 
 
@@ -147,12 +156,26 @@ def _hwc_to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
 
 
+def _warn_if_multi_frame(image: Image.Image) -> None:
+    """An animated GIF or a multi-page TIFF/WebP silently becoming one still would surprise: say so, once per file."""
+    try:
+        frames = getattr(image, "n_frames", 1)
+    except (OSError, ValueError, EOFError):  # a lazily counted file that is closed by now: no count to give
+        return
+    if frames > 1:
+        name = getattr(image, "filename", "") or f"this {image.format or 'multi-frame'} image"
+        warnings.warn(f"{name} has {frames} frames; only frame {image.tell() + 1} is coded (a clip: "
+                      "rdc compress-video, which reads GIFs, videos and frame folders; RDCVideoPipeline in Python)",
+                      UserWarning, stacklevel=4)
+
+
 def _from_pil(image: Image.Image) -> torch.Tensor:
     mode = image.mode
     if mode not in SUPPORTED_MODES:
         raise UnsupportedImageError(f"unsupported PIL mode {mode!r}; supported: {', '.join(SUPPORTED_MODES)}")
     width, height = image.size
     _check_size(height, width)
+    _warn_if_multi_frame(image)
     if mode in _SIXTEEN_BIT:
         return _hwc_to_tensor(np.asarray(image).astype(np.float32) / 65535.0)
     if mode == "I":

@@ -13,7 +13,8 @@ import math
 
 from .errors import DecompressionBombError, UnsupportedImageError
 
-__all__ = ["MAX_FILE_STEPS", "MAX_IMAGE_PIXELS", "check_decode_size", "check_encode_size", "check_file_steps"]
+__all__ = ["MAX_FILE_STEPS", "MAX_IMAGE_PIXELS", "check_decode_size", "check_encode_size", "check_file_steps",
+           "check_steps", "check_stored_steps"]
 
 MAX_IMAGE_PIXELS: int | None = 7680 * 4320
 """Default limit, 33.2 megapixels (8K UHD). Decoding a 3840×2160 image whole peaks at ~5 GiB, so this is about
@@ -32,6 +33,27 @@ def check_file_steps(steps: int) -> None:
         raise DecompressionBombError(
             f"the file asks for {steps} refinement steps, above the limit of {MAX_FILE_STEPS} "
             "(rdc_diffusers.limits.MAX_FILE_STEPS); pass num_inference_steps (rdc: --steps) to choose how many")
+
+
+def check_steps(steps: int, num_train_timesteps: int) -> int:
+    """``steps`` if a scheduler trained on ``num_train_timesteps`` can take it, else ``ValueError`` (``TypeError`` if
+    not an integer): diffusers would refuse it only inside ``set_timesteps``, after the entropy decoding."""
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise TypeError(f"num_inference_steps must be an integer, got {steps!r}")
+    if not 0 <= steps <= num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be in 0..{num_train_timesteps} (the scheduler's "
+                         f"num_train_timesteps), got {steps}")
+    return steps
+
+
+def check_stored_steps(steps: int, num_train_timesteps: int) -> int:
+    """:func:`check_steps` for the default a file stores, which must also be within :data:`MAX_FILE_STEPS`: checked
+    at compress time, so no file is written whose default decode its decoders refuse."""
+    check_steps(steps, num_train_timesteps)
+    if MAX_FILE_STEPS is not None and steps > MAX_FILE_STEPS:
+        raise ValueError(f"num_inference_steps={steps} is above the {MAX_FILE_STEPS} steps decoders accept from a "
+                         "file by default (rdc_diffusers.limits.MAX_FILE_STEPS)")
+    return steps
 
 
 def pixel_limit(max_pixels: float | None) -> float:

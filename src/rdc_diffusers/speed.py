@@ -31,11 +31,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli import SCHEDULERS as SCHEDULER_CLASSES
-from .cli import use_scheduler
+from .schedulers import use_scheduler
 
 STEPS = (1, 2, 4, 8, 16, 50)
-SCHEDULERS = tuple(SCHEDULER_CLASSES)  # ("ddpm", "ddim", "dpm"): the names `rdc --scheduler` takes
+SCHEDULERS = ("ddpm", "ddim", "dpm")  # the speed table's samplers, by the short names `rdc --scheduler` takes
 
 __all__ = ["SCHEDULERS", "STEPS", "measure", "speed_configs", "speed_table"]
 

@@ -28,7 +28,7 @@ __all__ = ["Video", "VideoStream", "check_video_target", "open_video", "read_vid
            "write_video"]
 
 DEFAULT_FPS = Fraction(25)
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m", ".gif")  # animated GIFs: FFmpeg decodes them
 CRF = 12  # libx264: visually lossless, so what we measure is our codec's loss, not the container's
 MPEG4_QSCALE = 2  # fallback encoder's equivalent: the finest quantiser that keeps sizes sane
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -148,18 +149,18 @@ class RDCCodec(EntropyCodedModel):
         return {"x_init": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
-    def analyse(self, x: Tensor, tile_size: int | None = None) -> dict:
+    def analyse(self, x: Tensor, tile_size: int | None = None, progress: Callable | None = None) -> dict:
         """Everything of the encoder that does not depend on the quality: ``y``, ẑ's string and ``(μ, σ)``.
 
         Rate control codes the same image at several qualities; it runs this once and
         :meth:`code_latent` per quality. ``tile_size`` (pixels, a multiple of 64): run ``g_a`` over tiles of
-        that size (see :mod:`rdc_diffusers.tiling`), bounding its memory.
+        that size (see :mod:`rdc_diffusers.tiling`), bounding its memory; ``progress`` wraps the loop over them.
         """
         self.ensure_entropy_tables()
         if tile_size is None:
             y = self.g_a(x)
         else:
-            y = tiled(self.g_a, [x], scales=[1], out_scale=16, **self.tiles(tile_size))
+            y = tiled(self.g_a, [x], scales=[1], out_scale=16, progress=progress, **self.tiles(tile_size))
         z_strings, shape, scales_hat, means_hat = hyperprior_side(self, y)
         return {"y": y, "z_strings": z_strings, "shape": shape, "scales": scales_hat, "means": means_hat}
 
@@ -179,13 +180,18 @@ class RDCCodec(EntropyCodedModel):
     def decompress(self, strings: list, shape, quality: float, tile_size: int | None = None) -> dict:
         """Inverse of :meth:`compress`: ``{"x_init": g_s(ŷ) clamped to [0, 1], "y_hat": ŷ}``; ``tile_size`` as in
         :meth:`analyse`, for ``g_s``."""
-        self.ensure_entropy_tables()
-        y_hat = hyperprior_decompress(self, strings, shape, *self.gains(check_quality(quality)))
+        y_hat = self.decode_latent(strings, shape, quality)
         if tile_size is None:
             x_init = self.g_s(y_hat)
         else:
             x_init = tiled(self.g_s, [y_hat], scales=[16], out_scale=1, **self.tiles(tile_size))
         return {"x_init": x_init.clamp_(0, 1), "y_hat": y_hat}
+
+    @torch.no_grad()
+    def decode_latent(self, strings: list, shape, quality: float) -> Tensor:
+        """Entropy-decode ``ŷ`` (small: 1/16 of the image per side) from the strings of :meth:`compress`."""
+        self.ensure_entropy_tables()
+        return hyperprior_decompress(self, strings, shape, *self.gains(check_quality(quality)))
 
     def tiles(self, tile_size: int) -> dict:
         """Tiling of the transforms: ``tile_size`` pixels seeing 128 more on each side (the 64 dropped exceed the

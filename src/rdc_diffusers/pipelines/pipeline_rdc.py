@@ -20,12 +20,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
 from ..errors import RDCFormatError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..limits import check_decode_size, check_encode_size, check_file_steps
+from ..limits import check_decode_size, check_encode_size, check_file_steps, check_stored_steps
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
-from ..pretrained import model_name, resolve_model, safetensors_only
+from ..pretrained import model_name, resolve_model, safetensors_only, warn_if_slow_on_cpu
 from ..rate_control import search_quality
-from ..tiling import OVERLAP, choose_tile_size, tiled
+from ..schedulers import adapt_scheduler, alpha_bar, convert_prediction
+from ..tiling import choose_tile_size, tiled
 
 DEFAULT_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
@@ -96,7 +97,8 @@ class RDCPipeline(DiffusionPipeline):
         codec ([`RDCCodec`]): analysis/synthesis transforms and the entropy models; decides the bytes, at any
             quality in [0, 100] (``default_quality`` when none is asked for).
         unet ([`ResidualUNet`]): denoiser of the residual ``x − x_init``.
-        scheduler ([`SchedulerMixin`]): any diffusers scheduler with the unet's ``prediction_type``.
+        scheduler ([`SchedulerMixin`]): a diffusers scheduler of ``rdc_diffusers.schedulers.SCHEDULERS`` (DDIM,
+            DPM-Solver, Euler, UniPC, …); the unet's prediction is converted to the one the scheduler takes.
 
     The file records an 8-byte fingerprint of the codec, so a file is only decoded by the codec that
     wrote it; the unet and the scheduler may be swapped freely and change only the refinement.
@@ -152,13 +154,10 @@ class RDCPipeline(DiffusionPipeline):
         """A readable name for messages and file headers: the folder's name, or the Hub repo id."""
         return model_name(self.name_or_path)
 
-    def check_prediction_type(self) -> None:
-        unet_type, scheduler_type = self.unet.config.prediction_type, self.scheduler.config.prediction_type
-        if unet_type != scheduler_type:
-            raise ValueError(
-                f"the unet predicts {unet_type!r} but the scheduler is configured for {scheduler_type!r}; "
-                f"build it with `Scheduler.from_config(pipe.scheduler.config)` or pass prediction_type={unet_type!r}"
-            )
+    def prepare_scheduler(self) -> None:
+        """Refuse a scheduler that cannot sample this UNet ([`UnsupportedSchedulerError`], naming those that can),
+        and rebuild one configured for a prediction type its ``step`` lacks (see ``rdc_diffusers.schedulers``)."""
+        self.scheduler = adapt_scheduler(self.scheduler)
 
     def prepare_extra_step_kwargs(self, generator: torch.Generator, eta: float) -> dict:
         # Only DDIM takes eta, and not every scheduler takes a generator.
@@ -193,10 +192,12 @@ class RDCPipeline(DiffusionPipeline):
             max_pixels: refuse larger images with [`UnsupportedImageError`]; default
                 ``rdc_diffusers.limits.MAX_IMAGE_PIXELS`` (33.2 MP), ``math.inf`` for no limit.
             tile_size: run the analysis transform over tiles of this many pixels (a multiple of 64), bounding
-                its memory; default: 1024 above 4.2 MP (``rdc_diffusers.tiling``), 0: never.
+                its memory; default: 512 above 4.2 MP (``rdc_diffusers.tiling``), 0: never.
         """
         if quality is not None and target_bpp is not None:
             raise ValueError("give either quality or target_bpp, not both")
+        check_stored_steps(self.config.default_num_inference_steps if num_inference_steps is None
+                           else num_inference_steps, self.scheduler.config.num_train_timesteps)
         x, mode = to_tensor(image)
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)
@@ -204,7 +205,7 @@ class RDCPipeline(DiffusionPipeline):
         # CPU (its compress/decompress are not forward, so the offload hooks never move it).
         x = pad_to_multiple(x, self.codec.alignment)
         tile = choose_tile_size(tile_size, *x.shape[-2:], self.codec.alignment)
-        analysis = self.codec.analyse(x.to(self.codec.device), tile_size=tile)
+        analysis = self.codec.analyse(x.to(self.codec.device), tile_size=tile, progress=self.progress_bar)
         header = RDCHeader(
             width=width,
             height=height,
@@ -265,8 +266,10 @@ class RDCPipeline(DiffusionPipeline):
                 may return a dict replacing ``residual``.
             max_pixels: refuse files whose header claims more pixels, before decoding anything; default
                 ``rdc_diffusers.limits.MAX_IMAGE_PIXELS`` (33.2 MP), ``math.inf`` for no limit.
-            tile_size: run the synthesis transform and the UNet over overlapping tiles of this many pixels (a
-                multiple of 64), so memory is bounded by the tile; default: 1024 above 4.2 MP, 0: never.
+            tile_size: decode tile by tile: the synthesis transform and the whole refinement of each overlapping
+                tile of this many pixels (a multiple of 64; seen with 128 more on each side, blended into one
+                output), so memory is bounded by the tile; default: 512 above 4.2 MP, 0: never. Tiled, the
+                callback is called for each tile's steps.
 
         Raises:
             RDCFormatError: the bytes are truncated, corrupted, not an ``.rdc`` file, or written by
@@ -279,35 +282,47 @@ class RDCPipeline(DiffusionPipeline):
         check_decode_size(header.width, header.height, max_pixels)
         check_model(header, self.codec.fingerprint(), self.model_name)
 
-        # 2. Entropy-decode ŷ and run the fidelity decoder.
+        # 2. Entropy-decode ŷ (small: 1/16 of the image per side).
         shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
-        tile = choose_tile_size(tile_size, shape[0] * self.codec.alignment, shape[1] * self.codec.alignment,
-                                self.codec.alignment)
         try:
-            decoded = self.codec.decompress([[s] for s in file.sections], shape, header.quality, tile_size=tile)
+            y_hat = self.codec.decode_latent([[s] for s in file.sections], shape, header.quality)
         except (RuntimeError, ValueError, IndexError) as err:
             raise RDCFormatError(f"entropy decoding failed: {err}") from err
-        x_init, y_hat = decoded["x_init"], decoded["y_hat"]
 
-        # 3. Sample the residual.
+        # 3. The fidelity decoder and the sampled residual, on the whole image or tile by tile.
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
         if refine and num_inference_steps is None:
             check_file_steps(steps)
         strength = header.strength if strength is None else check_strength(strength)
+        padded = [side * self.codec.alignment for side in shape]
+        noise = None
         if refine and steps > 0 and strength > 0:
             if generator is None:
                 generator = torch.Generator("cpu").manual_seed(header.seed)
-            x_hat = self.refine(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator, eta=eta,
-                                tile_size=tile, callback_on_step_end=callback_on_step_end,
+            noise = randn_tensor([y_hat.shape[0], 3, *padded], generator=generator, device=self._execution_device,
+                                 dtype=self.unet.dtype)
+
+        def decode(y_hat: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+            x_init = self.codec.g_s(y_hat).clamp_(0, 1)
+            if noise is None:
+                return x_init
+            x_hat = self.refine(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator,
+                                noise=noise, eta=eta, progress=tile is None, callback_on_step_end=callback_on_step_end,
                                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
-            if strength < 1:
-                x_init = x_init.to(x_hat.device)
-                x_hat = x_init + strength * (x_hat - x_init)
-        else:
-            x_hat = x_init
+            x_init = x_init.to(x_hat.device)
+            return x_init + strength * (x_hat - x_init)
+
+        inputs = [y_hat] if noise is None else [y_hat, noise]
+        tile = choose_tile_size(tile_size, *padded, self.codec.alignment)
+        if tile is None:
+            x_hat = decode(*inputs)
+        else:  # whole decodes per tile: only the tile's activations and one image-sized output buffer live
+            x_hat = tiled(decode, inputs, scales=[16, 1][: len(inputs)], out_scale=1, progress=self.progress_bar,
+                          **self.codec.tiles(tile))
+        del inputs, noise  # the image-sized noise, before the output conversion's copies
 
         # 4. Crop the padding away and convert.
-        x_hat = crop_to(x_hat.clamp(0, 1), header.height, header.width)
+        x_hat = crop_to(x_hat.clamp_(0, 1), header.height, header.width)
         images = to_output(x_hat.cpu(), output_type, header.mode)
         bpp = [8 * len(data) / (header.width * header.height)]
         self.maybe_free_model_hooks()
@@ -326,7 +341,7 @@ class RDCPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         eta: float = 0.0,
-        tile_size: int | None = None,
+        progress: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
     ) -> torch.Tensor:
@@ -334,36 +349,30 @@ class RDCPipeline(DiffusionPipeline):
         (not clamped).
 
         ``noise`` is the starting r_T (unit Gaussian, the shape of ``x_init``); by default it is drawn
-        from ``generator``. The video pipeline passes its own to keep the noise consistent across frames.
-        ``tile_size`` (pixels): run the UNet over overlapping tiles of that size (``None``: whole).
+        from ``generator``. The video pipeline passes its own to keep the noise consistent across frames, and
+        :meth:`decompress` crops of one image-sized draw when it decodes tile by tile (then its progress bar counts
+        tiles, and ``progress=False`` keeps this one quiet).
         """
-        self.check_prediction_type()
+        self.prepare_scheduler()
         device, dtype = self._execution_device, self.unet.dtype
+        warn_if_slow_on_cpu(device, dtype)
         x_init_in, y_hat_in = x_init.to(device, dtype), y_hat.to(device, dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         if noise is None:
             noise = randn_tensor(x_init.shape, generator=generator, device=device, dtype=dtype)
         residual = noise.to(device, dtype) * self.scheduler.init_noise_sigma
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        timesteps = self.scheduler.timesteps
+        for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
             model_input = self.scheduler.scale_model_input(residual, t)
-            model_output = self.denoise(model_input, t, x_init_in, y_hat_in, quality, tile_size)
+            model_output = convert_prediction(
+                self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in, quality=quality).sample, model_input,
+                alpha_bar(self.scheduler, t), self.unet.config.prediction_type, self.scheduler.config.prediction_type)
             residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
                 residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
         return self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
-
-    def denoise(self, sample: torch.Tensor, t, x_init: torch.Tensor, y_hat: torch.Tensor, quality: float,
-                tile_size: int | None) -> torch.Tensor:
-        """One UNet evaluation, whole or over tiles (the scheduler's step is per pixel, so only this is tiled)."""
-        def unet(sample_tile, x_init_tile, y_hat_tile):
-            return self.unet(sample_tile, t, x_init=x_init_tile, y_hat=y_hat_tile, quality=quality).sample
-
-        if tile_size is None:
-            return unet(sample, x_init, y_hat)
-        return tiled(unet, [sample, x_init, y_hat], scales=[1, 1, 16], out_scale=1, tile=tile_size,
-                     overlap=min(OVERLAP, tile_size), align=self.codec.alignment)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)

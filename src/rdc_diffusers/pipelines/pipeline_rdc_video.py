@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import RDCFormatError, UnsupportedImageError
 from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..limits import check_decode_size, check_encode_size, check_file_steps
+from ..limits import check_decode_size, check_encode_size, check_file_steps, check_stored_steps
 from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
@@ -154,9 +154,11 @@ class RDCVideoPipeline(DiffusionPipeline):
                              f"has a single rate), got quality={quality!r}")
         if gop_size < 1:
             raise ValueError(f"gop_size must be >= 1, got {gop_size}")
+        check_stored_steps(self.config.default_num_inference_steps if num_inference_steps is None
+                           else num_inference_steps, self.scheduler.config.num_train_timesteps)
         device = self.codec.device
         types, sections, x_ref = [], [], None
-        for i, frame in enumerate(frames):
+        for i, frame in enumerate(self.progress_bar(frames)):  # a bar per frame (quiet if disabled)
             x, _ = to_tensor(frame)
             if i == 0:
                 height, width = x.shape[-2:]
@@ -276,7 +278,8 @@ class RDCVideoPipeline(DiffusionPipeline):
         image_pipe = self.image_pipeline()
         shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
         x_ref, noise = None, None
-        for i, (kind, sections) in enumerate(zip(file.frame_types, file.sections, strict=True)):
+        frames = list(zip(file.frame_types, file.sections, strict=True))
+        for i, (kind, sections) in enumerate(self.progress_bar(frames)):
             strings = [[s] for s in sections]
             try:
                 if kind == "I":
