@@ -157,7 +157,7 @@ from diffusers import DiffusionPipeline
 
 pipe = DiffusionPipeline.from_pretrained("rdc-bsds")
 print(type(pipe).__name__, pipe.model_name)
-for cls in (DiffusionPipeline, rdc_diffusers.RDCPipeline):
+for cls in (DiffusionPipeline, rdc_diffusers.RDCPipeline, rdc_diffusers.RDCVideoPipeline):
     try:
         cls.from_pretrained("rdc-bsds-q9")
     except OSError as err:
@@ -168,5 +168,5 @@ for cls in (DiffusionPipeline, rdc_diffusers.RDCPipeline):
     assert done.returncode == 0, done.stderr[-2000:]
     message = ("OSError 'rdc-bsds-q9' is not a folder, a bundled model (bundled: rdc-bsds) or a model in the "
                "Hugging Face cache (offline: nothing is downloaded)")
-    assert done.stdout.splitlines() == ["RDCPipeline rdc-bsds", message, message]
+    assert done.stdout.splitlines() == ["RDCPipeline rdc-bsds", message, message, message]
     assert "Couldn't connect" not in done.stderr

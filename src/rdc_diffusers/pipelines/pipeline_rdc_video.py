@@ -21,7 +21,7 @@ from ..limits import check_decode_size, check_encode_size, check_file_steps, che
 from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
-from ..pretrained import model_name, resolve_model, safetensors_only
+from ..pretrained import model_name, resolve_model, safetensors_only, unknown_model_message
 from ..video_bitstream import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
 from .pipeline_rdc import RDCPipeline
 
@@ -102,7 +102,16 @@ class RDCVideoPipeline(DiffusionPipeline):
         kwargs = safetensors_only(kwargs)
         path = resolve_model(pretrained_model_name_or_path)
         hub_kwargs = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "revision", "local_files_only")}
-        if "inter_codec" not in kwargs and "inter_codec" not in cls.load_config(path, **hub_kwargs):
+        try:
+            config = cls.load_config(path, **hub_kwargs)
+        except OSError as err:  # a mistyped bundled name: list the bundled ones, not the Hub client's cache error
+            if "/" in str(path) or Path(path).exists():
+                raise
+            from huggingface_hub import constants
+
+            offline = bool(kwargs.get("local_files_only")) or constants.HF_HUB_OFFLINE
+            raise OSError(unknown_model_message(path, offline=offline)) from err
+        if "inter_codec" not in kwargs and "inter_codec" not in config:
             try:
                 kwargs["inter_codec"] = RDCInterCodec.from_pretrained(path, subfolder="inter_codec", **hub_kwargs)
             except OSError as err:
