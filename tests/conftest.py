@@ -7,6 +7,7 @@ The tiny model has the real architecture with a few channels, so every test exer
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import sys
 import sysconfig
@@ -53,6 +54,13 @@ def load_pipeline(path: str | os.PathLike) -> RDCPipeline:
     pipe = RDCPipeline.from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def shown_progress(pipe) -> io.StringIO:
+    """Where ``pipe``'s progress bars now write, every update (tqdm skips updates within 0.1 s by default)."""
+    text = io.StringIO()
+    pipe.set_progress_bar_config(file=text, disable=False, mininterval=0, miniters=1)
+    return text
 
 
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> Image.Image:

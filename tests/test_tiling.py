@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_image
+from conftest import random_image, shown_progress
 
 from rdc_diffusers import tiling
 from rdc_diffusers.image_io import to_tensor
@@ -96,19 +96,12 @@ def test_a_bad_tile_size_is_a_value_error(bad):
 
 
 def test_a_tiled_decode_counts_tiles_in_its_progress_bar(tiny_pipeline):
-    import io
-
     data = tiny_pipeline.compress(random_image(128, 192), num_inference_steps=2)
-    def bar() -> io.StringIO:
-        text = io.StringIO()
-        tiny_pipeline.set_progress_bar_config(file=text, disable=False, mininterval=0, miniters=1)
-        return text
-
     try:
-        shown = bar()
+        shown = shown_progress(tiny_pipeline)
         tiny_pipeline.decompress(data, tile_size=64)
         assert "6/6" in shown.getvalue() and "2/2" not in shown.getvalue()  # tiles, not each tile's steps
-        shown = bar()
+        shown = shown_progress(tiny_pipeline)
         tiny_pipeline.decompress(data, tile_size=0)
         assert "2/2" in shown.getvalue()  # whole: the steps
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_pipeline, random_image
+from conftest import build_tiny_pipeline, random_image, shown_progress
 from PIL import Image
 
 from rdc_diffusers import RDCFormatError, RDCInterCodec, RDCModelMismatchError, RDCVideoPipeline, UnsupportedImageError
@@ -322,18 +322,11 @@ def test_compress_video_refuses_an_image_only_model(rdc, frame_folder, tiny_mode
 
 def test_compress_and_decode_show_one_bar_step_per_frame(video_pipe):
     """Long clips are not silent: a tqdm bar counts frames (the caller's bar settings apply)."""
-    import io
-
-    def bar() -> io.StringIO:
-        text = io.StringIO()
-        video_pipe.set_progress_bar_config(file=text, disable=False, mininterval=0, miniters=1)
-        return text
-
     try:
-        shown = bar()
+        shown = shown_progress(video_pipe)
         data = video_pipe.compress(moving_clip(4), gop_size=2)
         assert "4/4" in shown.getvalue()
-        shown = bar()
+        shown = shown_progress(video_pipe)
         frames = video_pipe.decode_frames(data)
         next(frames), next(frames)  # tqdm counts a frame done when the next one is asked for
         assert "1/4" in shown.getvalue() and "2/4" not in shown.getvalue()  # it advances as frames are taken
