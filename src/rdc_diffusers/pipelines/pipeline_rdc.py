@@ -309,6 +309,8 @@ class RDCPipeline(DiffusionPipeline):
             x_hat = self.refine(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator,
                                 noise=noise, eta=eta, progress=tile is None, callback_on_step_end=callback_on_step_end,
                                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+            if strength == 1:
+                return x_hat
             x_init = x_init.to(x_hat.device)
             return x_init + strength * (x_hat - x_init)
 
