@@ -139,9 +139,9 @@ def alpha_bar(scheduler: Any, timestep: Tensor | float) -> Tensor:
     log-σ-interpolated positions of the training σ's, so ᾱ is interpolated in log σ as well."""
     import torch
 
-    alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
+    alphas_cumprod = scheduler.alphas_cumprod.detach().cpu().to(torch.float64)
     log_sigma = 0.5 * torch.log((1 - alphas_cumprod) / alphas_cumprod)
-    t = torch.as_tensor(timestep, dtype=torch.float64).clamp(0, len(alphas_cumprod) - 1)
+    t = torch.as_tensor(timestep).detach().cpu().double().clamp(0, len(alphas_cumprod) - 1)
     low = t.floor().long().clamp(max=len(alphas_cumprod) - 2)
     weight = t - low
     sigma = torch.exp((1 - weight) * log_sigma[low] + weight * log_sigma[low + 1])
@@ -155,8 +155,8 @@ def convert_prediction(output: Tensor, sample: Tensor, alpha_prod: Tensor, sourc
     """
     if source == target:
         return output
-    a = alpha_prod.sqrt().to(sample.dtype)
-    s = (1 - alpha_prod).sqrt().to(sample.dtype)
+    a = alpha_prod.sqrt().to(sample.device, sample.dtype)
+    s = (1 - alpha_prod).sqrt().to(sample.device, sample.dtype)
     if source == "sample":
         x0, eps = output, (sample - a * output) / s
     elif source == "epsilon":
