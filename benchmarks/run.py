@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         default_quality = pipe.config.default_quality
         points = sorted(set(args.qualities) | {default_quality})
         log(f"model {pipe.model_name} ({model}): qualities {', '.join(map(format_quality, points))}; fast and "
-            f"{type(pipe.scheduler).__name__} {steps} steps, {len(paths)} images")
+            f"{type(pipe.scheduler).__name__} {steps} step{'s' * (steps != 1)}, {len(paths)} images")
         decodes = {"fast": {"refine": False}, decode_name(type(pipe.scheduler).__name__, steps): {}}
         model_records = evaluate_pipeline(pipe, paths, decodes=decodes, quality=points, seed=args.seed, fid=fid,
                                           progress=True)

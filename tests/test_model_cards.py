@@ -77,7 +77,7 @@ def test_a_card_needs_its_default_quality_and_both_decodes(tmp_path):
         make_cards.render_bundled_card("rdc-bsds", tmp_path)
     no_refined = {k: v for k, v in results["summary"].items() if not k.startswith("rdc-bsds/ddim-1@q0")}
     (tmp_path / "results.json").write_text(json.dumps({"info": results["info"], "summary": no_refined}))
-    with pytest.raises(MissingResultsError, match=r"no refined \(DDIMScheduler, 1 steps\) benchmark results for "
+    with pytest.raises(MissingResultsError, match=r"no refined \(DDIMScheduler, 1 step\) benchmark results for "
                                                   r"'rdc-bsds' at quality 0;"):
         make_cards.render_bundled_card("rdc-bsds", tmp_path)
 

@@ -57,7 +57,7 @@ def select_results(entries: list[dict], name: str, scheduler: str, steps: int,
         point[kind] = entry
     for point in points.values():
         if "fast" not in point or "refined" not in point:
-            what = "fast" if "fast" not in point else f"refined ({scheduler}, {steps} steps)"
+            what = "fast" if "fast" not in point else f"refined ({scheduler}, {steps} step{'s' * (steps != 1)})"
             at = "" if point["quality"] is None else f" at quality {point['quality']:g}"
             raise MissingResultsError(f"no {what} benchmark results for {name!r}{at}; have: {keys}")
     if not points:

@@ -129,7 +129,8 @@ def speed_table(model: str, image: str | Path, *, schedulers: Sequence[str] = SC
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         if log is not None:
             row = rows[-1]
-            log(f"speed {row['operation']} {row['scheduler'] or 'codec'} {row['steps']} steps: "
+            steps = f"{row['steps']} step{'s' * (row['steps'] != 1)}"
+            log(f"speed {row['operation']} {row['scheduler'] or 'codec'} {steps}: "
                 f"{row['median_s']:.3f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     return rows
 
