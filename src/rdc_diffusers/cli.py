@@ -713,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
            "decompress-video": run_decompress_video}[args.command]
     import warnings
 
+    from .parallel import finish
+
     try:
         with warnings.catch_warnings():  # restores Python's own printer afterwards (main runs inside tests too)
             warnings.showwarning = OneLineWarnings(args.command)
@@ -721,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rdc {args.command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(err, CLIError) else 1
+    finally:
+        finish()
     return 0
 
 
