@@ -239,6 +239,22 @@ def output_file(args: argparse.Namespace, suffix: str) -> Path:
     return path
 
 
+def output_folder(args: argparse.Namespace, paths: list[Path], suffix: str, collision: str) -> list[Path]:
+    """``OUTDIR/<stem><suffix>`` for each input of a folder command, checked before any work: distinct names, a
+    folder (or a new one in an existing parent), nothing overwritten without ``--force``."""
+    targets = [args.output / f"{p.stem}{suffix}" for p in paths]
+    if len(set(targets)) < len(targets):
+        raise CLIError(f"{args.input}: {collision}")
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"{args.output} is not a folder (a folder input needs a folder output)")
+    if not args.output.parent.exists():
+        raise CLIError(f"folder {args.output.parent} does not exist")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.force:
+        raise CLIError(f"{existing[0]} already exists (and {len(existing) - 1} more; use --force to overwrite)")
+    return targets
+
+
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 step``, ``4 steps``: counts in messages read as English (``nouns``: an irregular plural)."""
     return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
@@ -369,16 +385,7 @@ def run_compress_folder(args: argparse.Namespace) -> None:
     from .parallel import map_shards, state
 
     paths = _list_images(args.input)
-    targets = [args.output / f"{p.stem}.rdc" for p in paths]
-    if len(set(targets)) < len(targets):
-        raise CLIError(f"{args.input}: two images share a name stem, their .rdc files would collide")
-    if args.output.exists() and not args.output.is_dir():
-        raise CLIError(f"{args.output} is not a folder (a folder input needs a folder output)")
-    if not args.output.parent.exists():
-        raise CLIError(f"folder {args.output.parent} does not exist")
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.force:
-        raise CLIError(f"{existing[0]} already exists (and {len(existing) - 1} more; use --force to overwrite)")
+    output_folder(args, paths, ".rdc", "two images share a name stem, their .rdc files would collide")
     args.output.mkdir(exist_ok=True)
     current = state()
     pipe = load_pipeline(args.model).to(current.device)
@@ -543,16 +550,7 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
     paths = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".rdc" and p.is_file())
     if not paths:
         raise CLIError(f"{args.input}: no .rdc files in this folder")
-    if args.output.exists() and not args.output.is_dir():
-        raise CLIError(f"{args.output} is not a folder (a folder input needs a folder output)")
-    if not args.output.parent.exists():
-        raise CLIError(f"folder {args.output.parent} does not exist")
-    targets = [args.output / f"{p.stem}.png" for p in paths]
-    if len(set(targets)) < len(targets):
-        raise CLIError(f"{args.input}: two files share a name stem (a.rdc, a.RDC), their PNGs would collide")
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.force:
-        raise CLIError(f"{existing[0]} already exists (and {len(existing) - 1} more; use --force to overwrite)")
+    targets = output_folder(args, paths, ".png", "two files share a name stem (a.rdc, a.RDC), their PNGs would collide")
     headers = {}
     for path in paths:  # a broken file (or a bomb) fails before a model is loaded
         try:
