@@ -3,6 +3,8 @@ steps, or is refused with UnsupportedSchedulerError naming the supported ones (r
 
 from __future__ import annotations
 
+import json
+import pickle
 import warnings
 
 import diffusers
@@ -63,12 +65,13 @@ def test_every_diffusers_scheduler_works_or_is_refused_by_name(bundled, name):
             check_scheduler(cls)
         return
     original = pipe.scheduler
+    if not supported_scheduler(cls):
+        with pytest.raises(UnsupportedSchedulerError, match=f"{name}.*supported: ddim \\(DDIMScheduler\\)"):
+            pipe.scheduler = scheduler
+        assert pipe.scheduler is original
+        return
     pipe.scheduler = scheduler
     try:
-        if not supported_scheduler(cls):
-            with pytest.raises(UnsupportedSchedulerError, match=f"{name}.*supported: ddim \\(DDIMScheduler\\)"):
-                pipe.decompress(data, num_inference_steps=2)
-            return
         for steps in (1, 2, 4):
             refined = np.asarray(pipe.decompress(data, num_inference_steps=steps).images[0], dtype=np.float64)
             assert psnr(refined, reference) > psnr(fast, reference) - MAX_PSNR_DROP_DB, (name, steps)
@@ -115,10 +118,36 @@ def test_prediction_conversions_agree_with_the_forward_process(source, target):
     torch.testing.assert_close(converted, truth[target], atol=1e-5, rtol=1e-5)
 
 
-def test_a_refused_scheduler_is_refused_before_any_work(fresh_pipeline):
-    fresh_pipeline.scheduler = diffusers.HeunDiscreteScheduler.from_config(fresh_pipeline.scheduler.config)
-    data = fresh_pipeline.compress(np.zeros((16, 16, 3), np.uint8))
+def test_a_refused_scheduler_is_refused_when_assigned_or_loaded(fresh_pipeline, tmp_path):
+    heun = diffusers.HeunDiscreteScheduler.from_config(fresh_pipeline.scheduler.config)
     with pytest.raises(UnsupportedSchedulerError, match="HeunDiscreteScheduler is not supported: its second-order"):
-        fresh_pipeline.decompress(data)
-    fresh_pipeline.decompress(data, refine=False)  # the fast decoder does not use the scheduler
-    assert isinstance(fresh_pipeline, RDCPipeline)
+        fresh_pipeline.scheduler = heun
+    with pytest.raises(UnsupportedSchedulerError, match="HeunDiscreteScheduler is not supported"):
+        RDCPipeline(codec=fresh_pipeline.codec, unet=fresh_pipeline.unet, scheduler=heun)
+    fresh_pipeline.save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedSchedulerError, match="HeunDiscreteScheduler is not supported"):
+        RDCPipeline.from_pretrained(tmp_path, scheduler=heun)
+
+
+def test_compatibles_lists_exactly_the_supported_schedulers(bundled):
+    pipe = bundled[0]
+    classes = [getattr(diffusers, cls) for cls, _ in SCHEDULERS.values()]
+    supported = {cls for cls in classes if supported_scheduler(cls)}
+    assert set(pipe.scheduler.compatibles) == supported
+    assert diffusers.HeunDiscreteScheduler not in supported
+    for cls in pipe.scheduler.compatibles:  # what a user who trusts the list writes: each one is accepted
+        load_scheduler(cls.__name__, pipe.scheduler.config)
+
+
+def test_an_adapted_scheduler_saves_pickles_and_loads_as_diffusers_own_class(fresh_pipeline, tmp_path):
+    scheduler = diffusers.UniPCMultistepScheduler.from_config(fresh_pipeline.scheduler.config)
+    fresh_pipeline.scheduler = scheduler
+    assert fresh_pipeline.scheduler is scheduler and isinstance(scheduler, diffusers.UniPCMultistepScheduler)
+    copy = pickle.loads(pickle.dumps(scheduler))
+    assert type(copy) is type(scheduler) and copy.config == scheduler.config
+    fresh_pipeline.save_pretrained(tmp_path)
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    assert model_index["scheduler"] == ["diffusers", "UniPCMultistepScheduler"]
+    loaded = RDCPipeline.from_pretrained(tmp_path)
+    assert type(loaded.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert set(loaded.scheduler.compatibles) == set(scheduler.compatibles)

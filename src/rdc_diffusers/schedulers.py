@@ -12,7 +12,9 @@ into ε or v given ᾱ at ``t``. v is preferred to ε where a scheduler takes it
 Refused, with :class:`~rdc_diffusers.errors.UnsupportedSchedulerError`: schedulers of other processes (EDM's
 preconditioning, flow matching, VE score SDEs, discrete/masked token schedulers, inversion, consistency
 models); the second-order k-diffusion samplers Heun and KDPM2 and SA-Solver (see :data:`REFUSED`); DPMSolverSDE when
-``torchsde`` is not installed. ``tests/test_schedulers.py`` runs every scheduler class diffusers exports.
+``torchsde`` is not installed. The pipelines check a scheduler when it is assigned (:class:`ChecksScheduler`), and
+``pipe.scheduler.compatibles`` lists the supported ones. ``tests/test_schedulers.py`` runs every scheduler class
+diffusers exports.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from .errors import UnsupportedSchedulerError
 if TYPE_CHECKING:  # torch is imported where it is used, so the CLI can list the names without it
     from torch import Tensor
 
-__all__ = ["REFUSED", "SCHEDULERS", "adapt_scheduler", "alpha_bar", "available_schedulers", "check_scheduler",
-           "convert_prediction", "load_scheduler", "scheduler_name", "supported_scheduler", "use_scheduler"]
+__all__ = ["REFUSED", "SCHEDULERS", "ChecksScheduler", "adapt_scheduler", "alpha_bar", "available_schedulers",
+           "check_scheduler", "convert_prediction", "load_scheduler", "scheduler_name", "supported_scheduler",
+           "use_scheduler"]
 
 SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ddim": ("DDIMScheduler", ("sample", "v_prediction", "epsilon")),
@@ -123,15 +126,53 @@ def use_scheduler(pipe: Any, name: str | None) -> None:
 
 
 def adapt_scheduler(scheduler: Any) -> Any:
-    """``scheduler`` itself if its ``prediction_type`` is one its ``step`` implements (and :data:`_CONFIG` holds),
-    else the same scheduler rebuilt with the best one it implements (``from_config(pipe.scheduler.config)``
-    copies the UNet's ``"sample"``, which e.g. Euler ancestral lacks)."""
+    """``scheduler``, checked, and rebuilt when its ``prediction_type`` is not one its ``step`` implements
+    (``from_config(pipe.scheduler.config)`` copies the UNet's ``"sample"``, which e.g. Euler ancestral lacks) or
+    :data:`_CONFIG` does not hold; its class becomes :func:`listing_supported` of its own."""
     check_scheduler(scheduler)
-    types = _BY_CLASS[type(scheduler).__name__][1]
-    changes = {k: v for k, v in _CONFIG.get(type(scheduler).__name__, {}).items() if scheduler.config.get(k) != v}
+    cls = listing_supported(type(scheduler))
+    types = _BY_CLASS[cls.__name__][1]
+    changes = {k: v for k, v in _CONFIG.get(cls.__name__, {}).items() if scheduler.config.get(k) != v}
     if scheduler.config.prediction_type not in types:
         changes["prediction_type"] = types[0]
-    return type(scheduler).from_config(scheduler.config, **changes) if changes else scheduler
+    if changes:
+        return cls.from_config(scheduler.config, **changes)
+    scheduler.__class__ = cls  # the same object (``pipe.scheduler is s`` after ``pipe.scheduler = s``)
+    return scheduler
+
+
+_LISTING: dict[type, type] = {}
+
+
+def listing_supported(cls: type) -> type:
+    """``cls`` with diffusers' ``compatibles`` narrowed to the supported schedulers that are installed.
+
+    ``SchedulerMixin.compatibles`` reads the class attribute ``_compatibles``, diffusers' list of schedulers that
+    share a config (it includes Heun and KDPM2); a subclass that only replaces that list, under the same name and
+    module, keeps ``save_pretrained`` writing ``["diffusers", "DDIMScheduler"]`` and ``isinstance`` true."""
+    if cls in _LISTING.values():
+        return cls
+    if cls not in _LISTING:
+        names = [SCHEDULERS[name][0] for name in available_schedulers()]
+        _LISTING[cls] = type(cls.__name__, (cls,), {
+            "_compatibles": names, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "__reduce__": lambda self: (_unpickle, (cls,), self.__dict__)})
+    return _LISTING[cls]
+
+
+def _unpickle(cls: type) -> Any:
+    """Pickle finds a class by module and name, which lead to diffusers' own class: rebuild ours from it."""
+    return object.__new__(listing_supported(cls))
+
+
+class ChecksScheduler:
+    """Pipeline mixin: a scheduler is checked and adapted (:func:`adapt_scheduler`) when it is assigned or given to
+    ``__init__``, so an unsupported one fails there and ``pipe.scheduler.compatibles`` lists the supported ones."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "scheduler" and value is not None:
+            value = adapt_scheduler(value)
+        super().__setattr__(name, value)
 
 
 def alpha_bar(scheduler: Any, timestep: Tensor | float) -> Tensor:

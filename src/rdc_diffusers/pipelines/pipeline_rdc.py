@@ -25,7 +25,7 @@ from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
 from ..pretrained import model_name, resolve_model, safetensors_only, warn_if_slow_on_cpu
 from ..rate_control import search_quality
-from ..schedulers import adapt_scheduler, alpha_bar, convert_prediction
+from ..schedulers import ChecksScheduler, adapt_scheduler, alpha_bar, convert_prediction
 from ..tiling import choose_tile_size, tiled
 
 DEFAULT_SCHEDULER_CONFIG = {
@@ -74,7 +74,7 @@ class RDCPipelineOutput(BaseOutput):
     data: list[bytes]
 
 
-class RDCPipeline(DiffusionPipeline):
+class RDCPipeline(ChecksScheduler, DiffusionPipeline):
     r"""Residual diffusion codec (arXiv 2505.13152): a learned codec plus a diffusion model of its error.
 
     .. code-block:: none
@@ -155,8 +155,8 @@ class RDCPipeline(DiffusionPipeline):
         return model_name(self.name_or_path)
 
     def prepare_scheduler(self) -> None:
-        """Refuse a scheduler that cannot sample this UNet ([`UnsupportedSchedulerError`], naming those that can),
-        and rebuild one configured for a prediction type its ``step`` lacks (see ``rdc_diffusers.schedulers``)."""
+        """Assignment already checked the scheduler (``ChecksScheduler``); check again at each call, as its config
+        may have changed since (``register_to_config(prediction_type=...)``)."""
         self.scheduler = adapt_scheduler(self.scheduler)
 
     def prepare_extra_step_kwargs(self, generator: torch.Generator, eta: float) -> dict:

@@ -22,6 +22,7 @@ from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
 from ..pretrained import model_name, resolve_model, safetensors_only, unknown_model_message
+from ..schedulers import ChecksScheduler
 from ..video_bitstream import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
 from .pipeline_rdc import RDCPipeline
 
@@ -54,7 +55,7 @@ class RDCVideoPipelineOutput(BaseOutput):
     data: bytes
 
 
-class RDCVideoPipeline(DiffusionPipeline):
+class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
     r"""Residual diffusion video codec: I-frames by the image codec, P-frames by a scale-space-flow inter codec.
 
     .. code-block:: none
