@@ -56,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gain-levels", type=int, default=6, help="codec stage, new codec: anchor qualities")
     parser.add_argument("--quality", type=float, default=50.0,
                         help="inter stage: the image codec's quality for the I-frames")
+    parser.add_argument("--fixed-quality", type=float,
+                        help="codec stage: train every crop at this one quality (a single-rate model, for the "
+                             "equal-budget comparison) instead of each at a random one; validated there")
     parser.add_argument("--codec", help="residual and inter stages: folder of the trained (frozen) image codec")
     parser.add_argument("--frames", type=int, default=3, help="inter stage: frames per synthetic clip (1 I + P)")
     parser.add_argument("--mode", choices=["residual", "cdc"], default="residual",
@@ -174,11 +177,14 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
     model = accelerator.unwrap_model(codec)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
-    step = resume(accelerator, output)
+    step = resume(accelerator, output, optimizer)
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
     def train_step(x: torch.Tensor) -> dict:
-        quality = torch.rand(x.shape[0], device=x.device) * MAX_QUALITY
+        if args.fixed_quality is None:
+            quality = torch.rand(x.shape[0], device=x.device) * MAX_QUALITY
+        else:
+            quality = torch.full((x.shape[0],), args.fixed_quality, device=x.device)
         out = codec(x, quality)
         losses = rate_distortion_loss(out["likelihoods"], out["x_init"], x, model.lmbda(quality))
         aux = codec_update(accelerator, codec, losses["loss"], net_params, optimizer, aux_optimizer)
@@ -186,8 +192,9 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
         return losses | {"aux": aux}
 
     def validate() -> dict:
+        qualities = VALIDATION_QUALITIES if args.fixed_quality is None else (args.fixed_quality,)
         with ema_weights(ema, model):
-            return validate_codec(model, val_images)
+            return validate_codec(model, val_images, qualities)
 
     run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)
     if accelerator.is_main_process:
@@ -230,7 +237,7 @@ def train_inter(args: argparse.Namespace, accelerator: Accelerator, log) -> None
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     model, optimizer, aux_optimizer, loader = accelerator.prepare(model, optimizer, aux_optimizer, loader)
     codec.to(accelerator.device)
-    step = resume(accelerator, output)
+    step = resume(accelerator, output, optimizer)
     val_clips = torch.stack([MovingCropDataset(args.val_dir, 192, frames=args.frames)[i] for i in range(4)])
 
     def train_step(clip: torch.Tensor) -> dict:
@@ -332,7 +339,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     codec.to(accelerator.device)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
-    step = resume(accelerator, output)
+    step = resume(accelerator, output, optimizer)
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
     def make_pipeline(model: ResidualUNet) -> RDCPipeline:
@@ -443,9 +450,15 @@ def late_phase(step: int, args: argparse.Namespace, start: float) -> bool:
     return step >= 0.8 * args.iterations or late_time
 
 
-def resume(accelerator: Accelerator, output: Path) -> int:
+def resume(accelerator: Accelerator, output: Path, optimizer) -> int:
+    """The step of ``output``'s checkpoint, loaded, or 0. The learning rates stay this run's own: the checkpoint's
+    are where the last run's schedule ended (``--final-lr`` once it reached its last fifth), and a resumed run with
+    a new budget runs the schedule again."""
     if (output / "checkpoint").exists():
+        learning_rates = [group["lr"] for group in optimizer.param_groups]
         accelerator.load_state(output / "checkpoint")
+        for group, lr in zip(optimizer.param_groups, learning_rates, strict=True):
+            group["lr"] = lr
         return json.loads((output / "step.json").read_text())["step"]
     return 0
 

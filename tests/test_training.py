@@ -124,6 +124,17 @@ def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, 
     assert log[-1]["val_bpp_q50"] > 0
 
 
+def test_a_fixed_quality_run_trains_and_validates_one_rate_only(codec_run, photos, tmp_path):
+    """The single-rate baseline of the equal-budget comparison: quality 30 lies between the anchors at 0 and 50,
+    so the anchor at 100 gets no gradient and keeps its gain."""
+    log = train("codec", "--init", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
+                "--output", str(tmp_path / "single"), "--fixed-quality", "30")
+    assert {k for k in log[-1] if k.startswith("val_")} == {"val_bpp_q30", "val_psnr_q30"}
+    before, after = RDCCodec.from_pretrained(codec_run), RDCCodec.from_pretrained(tmp_path / "single" / "codec")
+    torch.testing.assert_close(after.log_gain[2], before.log_gain[2], rtol=0, atol=0)
+    assert not torch.equal(after.log_gain[:2], before.log_gain[:2])
+
+
 def test_a_checkpoint_resumes_with_a_new_budget_but_not_with_other_settings(photos, tmp_path):
     common = ["codec", "--train-dir", str(photos), "--val-dir", str(photos), "--output", str(tmp_path / "run"),
               "--N", "16", "--M", "24"]
@@ -135,6 +146,30 @@ def test_a_checkpoint_resumes_with_a_new_budget_but_not_with_other_settings(phot
     assert "holds a checkpoint of another run (--lmbda-max 0.08 there, 0.05 now)" in result.stderr
     assert "Traceback" not in result.stderr
     assert json.loads((tmp_path / "run" / "args.json").read_text())["lmbda_max"] == 0.08  # left as it was
+
+
+def test_a_resumed_run_keeps_its_own_learning_rate_but_the_checkpoints_optimizer_state(tmp_path):
+    """The checkpoint's lr is where the last run's schedule ended (--final-lr); a new budget runs it again."""
+    from accelerate import Accelerator
+
+    script = load_script("examples/train_rdc.py")
+
+    def prepared(lr: float):
+        accelerator = Accelerator(cpu=True)
+        model = torch.nn.Linear(2, 2)
+        return (accelerator, *accelerator.prepare(model, torch.optim.Adam(model.parameters(), lr=lr)))
+
+    accelerator, model, optimizer = prepared(1e-3)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    optimizer.param_groups[0]["lr"] = 1e-5
+    accelerator.save_state(tmp_path / "checkpoint")
+    (tmp_path / "step.json").write_text('{"step": 7}')
+
+    accelerator, model, optimizer = prepared(1e-3)
+    assert script.resume(accelerator, tmp_path, optimizer) == 7
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+    assert optimizer.state_dict()["state"][0]["step"] == 1  # Adam's moments came back
 
 
 def test_the_inter_stage_saves_a_p_frame_codec_for_the_video_pipeline(codec_run, photos, tmp_path):
