@@ -19,6 +19,7 @@ from conftest import PYTHON, load_script, python_env, random_image
 
 from rdc_diffusers.bdrate import bd_rate, bd_rate_table, compare_to_baseline, metric_at_rate
 from rdc_diffusers.cli import main
+from rdc_diffusers.errors import UnsupportedSchedulerError
 from rdc_diffusers.evaluation import summarize
 from rdc_diffusers.metrics.fid import count_hific_patches, fid_kid, hific_patches
 from rdc_diffusers.plotting import plot_rd
@@ -465,3 +466,60 @@ def test_perception_benchmark_traces_strength_and_steps(image_folder, tiny_model
     text = (out / "perception.md").read_text()
     assert "## quality 30" in text and "| 2step-s0.5 | 2 | 0.5 |" in text
     assert (out / "perception.png").stat().st_size > 0 and (out / "perception.csv").exists()
+
+
+def test_scheduler_benchmark_measures_supported_and_refused_and_restores_the_pipeline(image_folder, tiny_model_dir,
+                                                                                       fresh_pipeline, tmp_path):
+    schedulers = load_script("benchmarks/schedulers.py")
+    out = tmp_path / "schedulers"
+    schedulers.main(["--model", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out), "--limit", "1",
+                     "--crop", "48", "--steps", "1", "2", "--schedulers", "ddim", "HeunDiscreteScheduler",
+                     "--no-lpips", "--threads", "1"])
+    result = json.loads((out / "schedulers.json").read_text())
+    assert [(e["scheduler"], e["status"], e["steps"]) for e in result["summary"]] == [
+        ("fast", "-", 0), ("ddim", "supported", 1), ("ddim", "supported", 2),
+        ("HeunDiscreteScheduler", "refused", 1), ("HeunDiscreteScheduler", "refused", 2)]
+    for entry in result["summary"]:
+        assert "errors" not in entry and entry["images"] == 1 and entry["lpips"] is None
+        assert entry["delta_psnr_vs_fast"] == pytest.approx(entry["psnr"] - result["summary"][0]["psnr"])
+    info = result["info"]
+    assert info["diffusers"] and info["torch"] and info["date"] and info["crop"] == 48
+    text = (out / "schedulers.md").read_text()
+    assert "| HeunDiscreteScheduler | HeunDiscreteScheduler | *refused* | 2 |" in text and "second-order" in text
+    with pytest.raises(SystemExit):
+        schedulers.main(["--schedulers", "heun2", "--out", str(out)])
+
+    # The bypass is only for the measurement: afterwards the pipeline checks schedulers again.
+    original = fresh_pipeline.scheduler
+    config = original.config
+    with schedulers.scheduler_in(fresh_pipeline, "KDPM2AncestralDiscreteScheduler", config):
+        assert type(fresh_pipeline.scheduler).__name__ == "KDPM2AncestralDiscreteScheduler"
+        assert fresh_pipeline.scheduler.config.prediction_type == "v_prediction"
+    assert fresh_pipeline.scheduler is original and "prepare_scheduler" not in vars(fresh_pipeline)
+    with pytest.raises(UnsupportedSchedulerError):
+        fresh_pipeline.scheduler = schedulers.refused_scheduler("HeunDiscreteScheduler", config)
+
+
+def test_training_runs_compares_validation_curves_and_a_single_rate_point(tmp_path):
+    compare_runs = load_script("benchmarks/training_runs.py")
+
+    def write_log(name: str, records: list[dict]) -> Path:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"stage": "codec", **r}) + "\n" for r in records))
+        return path
+
+    def curve(step: int, scale: float) -> dict:
+        points = {10: (0.1, 25.0), 50: (0.4, 29.0), 90: (0.9, 32.0)}
+        return {"step": step, **{f"val_bpp_q{q}": bpp * scale for q, (bpp, _) in points.items()},
+                **{f"val_psnr_q{q}": psnr for q, (_, psnr) in points.items()}}
+
+    reference = write_log("reference", [curve(100, 1.0), {"step": 150, "loss": 1.0}, curve(200, 1.0)])
+    cheaper = write_log("cheaper", [curve(100, 0.9), curve(210, 0.9)])
+    single = write_log("single", [{"step": 100, "val_bpp_q50": 0.4 * 1.05, "val_psnr_q50": 29.0}])
+    out = tmp_path / "out"
+    compare_runs.main(["--runs", f"ref={reference}", f"cheap={cheaper}", f"single={single}", "--out", str(out)])
+    rows = json.loads((out / "runs.json").read_text())["comparisons"]
+    assert [row["step"] for row in rows] == ["100", "last (200 / 210 / 100)"]
+    assert rows[0]["rate_difference"]["cheap"] == pytest.approx(-10, abs=0.01)
+    assert rows[0]["rate_difference"]["single"] == pytest.approx(5, abs=0.01)
+    assert "| 100 | 0.1000 / 25.00 |" in (out / "runs.md").read_text()

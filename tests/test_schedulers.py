@@ -29,7 +29,7 @@ from rdc_diffusers.schedulers import (
 ALL_SCHEDULERS = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and n != "SchedulerMixin")
 MAX_PSNR_DROP_DB = 5.0
 """How far below the fast decode a refined decode may fall (the worst supported scheduler, UniPC at 4 steps, is
-3.3 dB below it on another crop; the refused Heun 12 dB, SA-Solver 6.6 dB)."""
+1.7 dB below it on 4 Kodak crops, benchmarks/results/schedulers; the refused Heun and KDPM2 about 10 dB)."""
 
 
 @pytest.fixture(scope="module")
