@@ -24,6 +24,7 @@ from rdc_diffusers import RDCPipeline
 from rdc_diffusers.evaluation import evaluate_pipeline, summarize
 from rdc_diffusers.pretrained import DEFAULT_MODEL
 from rdc_diffusers.results import machine_info, save_results
+from rdc_diffusers.text import plural
 from rdc_diffusers.training import list_images
 
 
@@ -89,7 +90,7 @@ def plot(summary: dict, qualities: list[float], path: Path, fid: bool) -> None:
             for steps in sorted({round(e["steps"]) for e in entries if e["steps"] > 0}):
                 line = fast + sorted((e for e in entries if e["steps"] == steps), key=lambda e: e["strength"])
                 ax.plot([e[metric] for e in line], [e["psnr"] for e in line], "o-",
-                        label=f"q{quality:g} ({line[0]['bpp']:.2f} bpp), {steps} step{'s' * (steps > 1)}")
+                        label=f"q{quality:g} ({line[0]['bpp']:.2f} bpp), {plural(steps, 'step')}")
                 for e in line:
                     ax.annotate(f"{e['strength']:g}", (e[metric], e["psnr"]), fontsize=7,
                                 textcoords="offset points", xytext=(3, 3))

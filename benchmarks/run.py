@@ -87,6 +87,7 @@ from rdc_diffusers.plotting import plot_rd
 from rdc_diffusers.pretrained import DEFAULT_MODEL
 from rdc_diffusers.results import curves, load_results, machine_info, on_images, save_results
 from rdc_diffusers.speed import SCHEDULERS, STEPS, speed_table
+from rdc_diffusers.text import plural
 from rdc_diffusers.training import list_images
 
 QUALITIES = (0, 10, 25, 40, 50, 70, 85, 100)
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         default_quality = pipe.config.default_quality
         points = sorted(set(args.qualities) | {default_quality})
         log(f"model {pipe.model_name} ({model}): qualities {', '.join(map(format_quality, points))}; fast and "
-            f"{type(pipe.scheduler).__name__} {steps} step{'s' * (steps != 1)}, {len(paths)} images")
+            f"{type(pipe.scheduler).__name__} {plural(steps, 'step')}, {len(paths)} images")
         decodes = {"fast": {"refine": False}, decode_name(type(pipe.scheduler).__name__, steps): {}}
         model_records = evaluate_pipeline(pipe, paths, decodes=decodes, quality=points, seed=args.seed, fid=fid,
                                           progress=True)

@@ -23,6 +23,7 @@ import torch
 from rdc_diffusers import RDCPipeline
 from rdc_diffusers.image_io import open_image, to_tensor
 from rdc_diffusers.metrics.quality import psnr
+from rdc_diffusers.text import plural
 from rdc_diffusers.training import list_images
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     pipe = RDCPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    decodes = {"fast": {"refine": False}} | {f"{n} step{'s' * (n > 1)}": {"num_inference_steps": n} for n in args.steps}
+    decodes = {"fast": {"refine": False}} | {plural(n, 'step'): {"num_inference_steps": n} for n in args.steps}
     rows = []
     for path in list_images(args.data)[: args.limit]:
         image = open_image(path)

@@ -15,6 +15,7 @@ from . import __version__
 from .atomic_write import write_atomically
 from .errors import RDCError
 from .schedulers import SCHEDULERS, use_scheduler
+from .text import plural
 
 SCHEDULER_OPTION = {"choices": list(SCHEDULERS), "metavar": "NAME", "default": None,
                     "help": f"sampler: {', '.join(SCHEDULERS)} (default: the model's own scheduler)"}
@@ -253,11 +254,6 @@ def output_folder(args: argparse.Namespace, paths: list[Path], suffix: str, coll
     if existing and not args.force:
         raise CLIError(f"{existing[0]} already exists (and {len(existing) - 1} more; use --force to overwrite)")
     return targets
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 step``, ``4 steps``: counts in messages read as English (``nouns``: an irregular plural)."""
-    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
 
 
 def read_bytes(path: Path) -> bytes:

@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from .text import plural
+
 TAGS = ["image-compression", "diffusion", "learned-compression", "compressai", "rdc-diffusers"]
 METRICS = [("bpp", "bpp", "bits per pixel (whole file)"), ("psnr", "psnr", "PSNR (dB)"),
            ("ms_ssim", "ms_ssim", "MS-SSIM"), ("lpips", "lpips", "LPIPS (AlexNet)")]
@@ -57,7 +59,7 @@ def select_results(entries: list[dict], name: str, scheduler: str, steps: int,
         point[kind] = entry
     for point in points.values():
         if "fast" not in point or "refined" not in point:
-            what = "fast" if "fast" not in point else f"refined ({scheduler}, {steps} step{'s' * (steps != 1)})"
+            what = "fast" if "fast" not in point else f"refined ({scheduler}, {plural(steps, 'step')})"
             at = "" if point["quality"] is None else f" at quality {point['quality']:g}"
             raise MissingResultsError(f"no {what} benchmark results for {name!r}{at}; have: {keys}")
     if not points:
@@ -140,7 +142,7 @@ def render_card(
     dataset = Path(info["data"]).name.capitalize() if info.get("data") else "Kodak"
     from huggingface_hub import ModelCardData
 
-    refined_label = f"refined ({scheduler}, {steps} step{'s' * (steps != 1)})"
+    refined_label = f"refined ({scheduler}, {plural(steps, 'step')})"
     top = headline(results, default_quality) if results else None
     data = ModelCardData(
         license="apache-2.0",

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .schedulers import use_scheduler
+from .text import plural
 
 STEPS = (1, 2, 4, 8, 16, 50)
 SCHEDULERS = ("ddpm", "ddim", "dpm")  # the speed table's samplers, by the short names `rdc --scheduler` takes
@@ -129,7 +130,7 @@ def speed_table(model: str, image: str | Path, *, schedulers: Sequence[str] = SC
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         if log is not None:
             row = rows[-1]
-            steps = f"{row['steps']} step{'s' * (row['steps'] != 1)}"
+            steps = plural(row['steps'], 'step')
             log(f"speed {row['operation']} {row['scheduler'] or 'codec'} {steps}: "
                 f"{row['median_s']:.3f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     return rows
