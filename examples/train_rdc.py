@@ -73,7 +73,8 @@ def parse_args() -> argparse.Namespace:
                         help="weight of LPIPS against the MSE of [-1, 1] images (CDC's ρ; 0.1 won the ablation in "
                              "docs/training.md)")
     parser.add_argument("--few-step-fraction", type=float, default=0.5,
-                        help="share of batches at the timesteps a 1-, 2- or 4-step sampler visits")
+                        help="residual stage: share of batches that start where a 1-8 step DDIM sampler is after "
+                             "running the model itself (the others: a noised true residual at a random timestep)")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--default-steps", type=int, default=2, help="refinement steps written into new files")
     parser.add_argument("--crop-size", type=int, default=128)
@@ -279,13 +280,26 @@ def validate_inter(codec: RDCCodec, model, clips: torch.Tensor, quality: float) 
         f"val_{kind}_psnr": sum(scores[kind]) / len(scores[kind]) for kind in scores}
 
 
-def few_step_timesteps(scheduler) -> torch.Tensor:
-    """The timesteps that 1-, 2- and 4-step samplers with trailing spacing visit (t = T−1 first)."""
-    visited = set()
-    for steps in (1, 2, 4):
-        scheduler.set_timesteps(steps)
-        visited.update(scheduler.timesteps.tolist())
-    return torch.tensor(sorted(visited))
+SAMPLER_STEPS = (1, 2, 4, 8)
+"""The DDIM step counts whose own trajectories the residual UNet is trained on (issue 12: steps 1-8)."""
+
+
+@torch.no_grad()
+def sampler_state(scheduler, model, noise: torch.Tensor, cond: dict, steps: int, k: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where an N-step DDIM sampler really is before its step k (0-based): r_t after the model itself ran k steps
+    from pure noise, exactly as ``RDCPipeline.refine`` does, and that step's timestep (one per image).
+
+    A noised true residual q(r_t | r) is not what the model meets at step k: there r_t is built from its own
+    earlier (smoother) predictions, and a model trained only on q(r_t | r) got worse with every step it took
+    (LPIPS 0.197 / 0.207 / 0.235 / 0.265 at 1 / 2 / 4 / 8 steps). The last step's prediction is the decoded
+    residual, so training it here trains the N-step output itself.
+    """
+    scheduler.set_timesteps(steps, device=noise.device)
+    residual = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps[:k]:
+        residual = scheduler.step(model(residual, t, **cond).sample, t, residual).prev_sample
+    return residual, scheduler.timesteps[k].expand(noise.shape[0])
 
 
 @torch.no_grad()
@@ -305,8 +319,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     Loss, as CDC's x0 variant, on the predicted image x̂0 = x_init + r̂0: MSE(x̂0, x) on [-1, 1] images
     + ρ·LPIPS(x̂0, x); ρ was chosen by the ablation in docs/training.md.
     ``--mode cdc`` replaces x_init by mid-grey and the UNet's x_init input by nothing (see ``ResidualUNet``).
-    Half of the batches use the timesteps a few-step sampler visits: an under-trained model drifts
-    along its own sampling path, so those steps get most of the training (see ENVIRONMENT.md).
+    Half of the batches (``--few-step-fraction``) start where a 1-8 step DDIM sampler really is, from the
+    model's own earlier steps (``sampler_state``); the others at a uniform timestep of a noised true residual.
     """
     from diffusers import DDIMScheduler, DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -331,7 +345,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
             residual_scale=scale, residual=not cdc,
         )
     noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=args.prediction_type)
-    few_steps = few_step_timesteps(DDIMScheduler.from_config(noise_scheduler.config))
+    sampler = DDIMScheduler.from_config(noise_scheduler.config)
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr)
     unet_base = unet.base
@@ -356,11 +370,14 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         base = unet_base(x_init)
         r = (x - base) * scale
         noise = torch.randn_like(r)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
-        few = torch.rand(x.shape[0], device=x.device) < args.few_step_fraction
-        t = torch.where(few, few_steps.to(x.device)[torch.randint(len(few_steps), t.shape, device=x.device)], t)
-        r_t = noise_scheduler.add_noise(r, noise, t)
-        pred = unet(r_t, t, x_init=x_init, y_hat=y_hat, quality=quality).sample
+        cond = {"x_init": x_init, "y_hat": y_hat, "quality": quality}
+        if torch.rand(()) < args.few_step_fraction:
+            steps = SAMPLER_STEPS[torch.randint(len(SAMPLER_STEPS), ()).item()]
+            r_t, t = sampler_state(sampler, unet, noise, cond, steps, k=torch.randint(steps, ()).item())
+        else:
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
+            r_t = noise_scheduler.add_noise(r, noise, t)
+        pred = unet(r_t, t, **cond).sample
         x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
         mse = image_mse(x0, x)
         perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
@@ -385,7 +402,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
 
 
 @torch.no_grad()
-def validate_residual(pipe, images: torch.Tensor, steps: tuple[int, ...] = (1, 2, 4),
+def validate_residual(pipe, images: torch.Tensor, steps: tuple[int, ...] = SAMPLER_STEPS,
                       qualities: tuple[float, ...] = VALIDATION_QUALITIES) -> dict:
     """PSNR and LPIPS of x_init and of refined decodes at a few step counts and qualities, from real bytes."""
     from rdc_diffusers.metrics.lpips import lpips

@@ -105,6 +105,28 @@ def test_the_second_stage_saves_a_pipeline_that_decodes(mode, codec_run, photos,
         assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)
 
 
+def test_the_residual_stage_trains_on_the_pipelines_own_sampling_trajectory():
+    """sampler_state(N, k) is the residual RDCPipeline.refine holds before its step k, at that step's timestep."""
+    from diffusers import DDIMScheduler
+
+    script = load_script("examples/train_rdc.py")
+    pipe = build_tiny_pipeline()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        coded = pipe.codec(x, 50.0)
+    x_init, y_hat, noise = coded["x_init"].clamp(0, 1), coded["y_hat"], torch.randn_like(x)
+    seen = [noise]
+    pipe.refine(x_init, y_hat, 50.0, num_inference_steps=4, noise=noise, progress=False,
+                callback_on_step_end=lambda p, i, t, tensors: seen.append(tensors["residual"].clone()))
+    cond = {"x_init": x_init, "y_hat": y_hat, "quality": torch.tensor([50.0])}
+    for k in range(4):
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        r_t, t = script.sampler_state(scheduler, pipe.unet, noise, cond, steps=4, k=k)
+        torch.testing.assert_close(r_t, seen[k])
+        assert t.tolist() == [pipe.scheduler.timesteps[k].item()]
+    assert not torch.allclose(seen[1], seen[0]) and not torch.allclose(seen[2], seen[1])  # the model did move r_t
+
+
 def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, tmp_path):
     """--init from a codec saved before the rate gains existed (the retired single-rate models): its transforms
     load, the gains start from their initialisation, and the init's config wins over the command line."""
