@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.evaluation import evaluate_pipeline, summarize
-from rdc_diffusers.results import machine_info, save_results
+from rdc_diffusers.evaluation.results import machine_info, save_results, summarize
+from rdc_diffusers.evaluation.scoring import evaluate_pipeline
 from rdc_diffusers.training import list_images
 
 

@@ -71,8 +71,8 @@ def seed_files(model: str) -> dict[str, bytes]:
 
 def payload_start(data: bytes) -> int:
     """Where the sections begin (the header is everything before)."""
-    from rdc_diffusers.bitstream import decode_file
-    from rdc_diffusers.video_bitstream import VIDEO_MAGIC, decode_video_file
+    from rdc_diffusers.bitstream.rdc import decode_file
+    from rdc_diffusers.bitstream.rdcv import VIDEO_MAGIC, decode_video_file
 
     if data.startswith(VIDEO_MAGIC):
         sections = [s for frame in decode_video_file(data).sections for s in frame]
@@ -135,7 +135,7 @@ def init_worker(model: str, max_pixels: int) -> None:
 def run_case(data: bytes, refine: bool) -> tuple[str, str]:
     """``(outcome, detail)`` of decoding ``data`` once in this worker (no time/memory judgement)."""
     from rdc_diffusers import RDCError
-    from rdc_diffusers.video_bitstream import VIDEO_MAGIC
+    from rdc_diffusers.bitstream.rdcv import VIDEO_MAGIC
 
     pipe = _worker["video" if data.startswith(VIDEO_MAGIC) else "image"]
     try:

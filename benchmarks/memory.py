@@ -33,7 +33,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from rdc_diffusers import RDCPipeline
-    from rdc_diffusers.image_io import open_image
+    from rdc_diffusers.media.image_io import open_image
 
     torch.set_num_threads(args.threads)
     pipe = RDCPipeline.from_pretrained(args.model)
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from PIL import Image
 
+    from rdc_diffusers.media.video_io import read_video
     from rdc_diffusers.training import list_images
-    from rdc_diffusers.video_io import read_video
 
     source = list_images(args.source)[0]
     rows = []

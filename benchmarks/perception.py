@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.evaluation import evaluate_pipeline, summarize
-from rdc_diffusers.pretrained import DEFAULT_MODEL
-from rdc_diffusers.results import machine_info, save_results
+from rdc_diffusers.evaluation.results import machine_info, save_results, summarize
+from rdc_diffusers.evaluation.scoring import evaluate_pipeline
+from rdc_diffusers.hub.pretrained import DEFAULT_MODEL
 from rdc_diffusers.text import plural
 from rdc_diffusers.training import list_images
 

@@ -34,11 +34,11 @@ from pathlib import Path
 import torch
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.bitstream.rdc import decode_file
 from rdc_diffusers.errors import RateTargetError
-from rdc_diffusers.image_io import open_image
-from rdc_diffusers.pretrained import DEFAULT_MODEL
-from rdc_diffusers.results import json_safe, machine_info
+from rdc_diffusers.evaluation.results import json_safe, machine_info
+from rdc_diffusers.hub.pretrained import DEFAULT_MODEL
+from rdc_diffusers.media.image_io import open_image
 from rdc_diffusers.training import list_images
 
 TARGETS = (0.1, 0.2, 0.3, 0.5, 0.8)

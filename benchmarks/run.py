@@ -70,23 +70,29 @@ from pathlib import Path
 import torch
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.bdrate import bd_rate_table, compare_to_baseline, is_classical_curve
-from rdc_diffusers.evaluation import (
+from rdc_diffusers.evaluation.bdrate import bd_rate_table, compare_to_baseline, is_classical_curve
+from rdc_diffusers.evaluation.plotting import plot_rd
+from rdc_diffusers.evaluation.results import (
+    curve_name,
+    curves,
+    format_quality,
+    group_name,
+    load_results,
+    machine_info,
+    on_images,
+    save_results,
+    summarize,
+)
+from rdc_diffusers.evaluation.scoring import (
     CLASSICAL_CODECS,
     classical_available,
-    curve_name,
     decode_name,
     evaluate_classical,
     evaluate_pipeline,
-    format_quality,
-    group_name,
-    summarize,
 )
+from rdc_diffusers.evaluation.speed import STEPS, TABLE_SCHEDULERS, speed_table
+from rdc_diffusers.hub.pretrained import DEFAULT_MODEL
 from rdc_diffusers.models.codec import check_quality
-from rdc_diffusers.plotting import plot_rd
-from rdc_diffusers.pretrained import DEFAULT_MODEL
-from rdc_diffusers.results import curves, load_results, machine_info, on_images, save_results
-from rdc_diffusers.speed import SCHEDULERS, STEPS, speed_table
 from rdc_diffusers.text import plural
 from rdc_diffusers.training import list_images
 
@@ -122,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed-model", default=DEFAULT_MODEL, help="model of the speed table (default: the "
                         "default model, else the first of --models)")
     parser.add_argument("--speed-steps", type=int, nargs="+", default=list(STEPS))
-    parser.add_argument("--speed-schedulers", nargs="+", default=list(SCHEDULERS), choices=SCHEDULERS)
+    parser.add_argument("--speed-schedulers", nargs="+", default=list(TABLE_SCHEDULERS), choices=TABLE_SCHEDULERS)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per speed configuration (median)")
     args = parser.parse_args(argv)
     if args.baseline is not None and args.no_baseline:

@@ -31,10 +31,10 @@ import diffusers
 import torch
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.image_io import open_image, to_tensor
+from rdc_diffusers.evaluation.results import machine_info
+from rdc_diffusers.hub.pretrained import DEFAULT_MODEL
+from rdc_diffusers.media.image_io import open_image, to_tensor
 from rdc_diffusers.metrics.quality import psnr
-from rdc_diffusers.pretrained import DEFAULT_MODEL
-from rdc_diffusers.results import machine_info
 from rdc_diffusers.schedulers import REFUSED, SCHEDULERS, available_schedulers, load_scheduler
 from rdc_diffusers.training import list_images
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.image_io import open_image, to_tensor
+from rdc_diffusers.media.image_io import open_image, to_tensor
 from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.text import plural
 from rdc_diffusers.training import list_images

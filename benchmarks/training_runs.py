@@ -6,10 +6,10 @@ single-rate comparison of issue 11.
 Each run's ``train_log.jsonl`` (``examples/train_rdc.py codec``) holds validations on real bytes: ``(bpp, PSNR)``
 of the 4 BSDS-test crops at qualities 10, 50 and 90, or at the one ``--fixed-quality`` of a single-rate run. The
 first run is the reference. At every step all runs validated at, each other run is compared with the reference at
-that step: by BD-rate over the three qualities (PCHIP, as ``rdc_diffusers.bdrate``), and for a single-rate run
-by the rate the reference curve needs for that run's PSNR (log-rate interpolation between its points: the same
-measure at one point). Negative: fewer bits than the reference for the same PSNR. Writes ``runs.json`` (every
-validation record and the comparisons) and ``runs.md`` into ``--out``.
+that step: by BD-rate over the three qualities (PCHIP, as ``rdc_diffusers.evaluation.bdrate``), and for a
+single-rate run by the rate the reference curve needs for that run's PSNR (log-rate interpolation between its
+points: the same measure at one point). Negative: fewer bits than the reference for the same PSNR. Writes
+``runs.json`` (every validation record and the comparisons) and ``runs.md`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdc_diffusers.bdrate import bd_rate
+from rdc_diffusers.evaluation.bdrate import bd_rate
 
 
 def validations(path: Path) -> dict[int, dict[float, tuple[float, float]]]:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from rdc_diffusers import RDCVideoPipeline
+from rdc_diffusers.evaluation.results import machine_info
+from rdc_diffusers.hub.pretrained import DEFAULT_MODEL
+from rdc_diffusers.media.video_io import read_video
 from rdc_diffusers.metrics.lpips import lpips
 from rdc_diffusers.metrics.quality import psnr
-from rdc_diffusers.pretrained import DEFAULT_MODEL
-from rdc_diffusers.results import machine_info
-from rdc_diffusers.video_io import read_video
 
 DECODES = {  # name -> decompress() arguments
     "fast": {"refine": False},

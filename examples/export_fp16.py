@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.evaluation import evaluate_pipeline
+from rdc_diffusers.evaluation.scoring import evaluate_pipeline
 from rdc_diffusers.training import list_images
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -120,8 +120,8 @@ def main() -> None:
 def export_inter_codec(args: argparse.Namespace) -> None:
     """Round the inter codec's parameters to float16; keep them if the clip's PSNR (GOP 8) drops by <= max_drop."""
     from rdc_diffusers import RDCInterCodec, RDCVideoPipeline
+    from rdc_diffusers.media.video_io import read_video
     from rdc_diffusers.metrics.quality import psnr
-    from rdc_diffusers.video_io import read_video
 
     target = args.output / "inter_codec"
     if target.exists() and not args.force:

@@ -32,6 +32,8 @@ from accelerate.utils import set_seed
 from PIL import Image
 
 from rdc_diffusers.models.codec import MAX_QUALITY, RDCCodec
+from rdc_diffusers.models.residual_unet import PREDICTION_TYPES
+from rdc_diffusers.pipelines.refinement import denoising_loop
 from rdc_diffusers.training import (
     ImageFolderDataset,
     MovingCropDataset,
@@ -68,7 +70,7 @@ def parse_args() -> argparse.Namespace:
                                        "whose weights replace the random initialisation")
     parser.add_argument("--block-out-channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--cond-channels", type=int, default=16)
-    parser.add_argument("--prediction-type", default="sample", choices=["sample", "epsilon", "v_prediction"])
+    parser.add_argument("--prediction-type", default="sample", choices=PREDICTION_TYPES)
     parser.add_argument("--rho", type=float, default=0.1,
                         help="weight of LPIPS against the MSE of [-1, 1] images (CDC's ρ; 0.1 won the ablation in "
                              "docs/training.md)")
@@ -288,7 +290,7 @@ SAMPLER_STEPS = (1, 2, 4, 8)
 def sampler_state(scheduler, model, noise: torch.Tensor, cond: dict, steps: int, k: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where an N-step DDIM sampler really is before its step k (0-based): r_t after the model itself ran k steps
-    from pure noise, exactly as ``RDCPipeline.refine`` does, and that step's timestep (one per image).
+    from pure noise, in the pipelines' own loop (``denoising_loop``), and that step's timestep (one per image).
 
     A noised true residual q(r_t | r) is not what the model meets at step k: there r_t is built from its own
     earlier (smoother) predictions, and a model trained only on q(r_t | r) got worse with every step it took
@@ -296,9 +298,7 @@ def sampler_state(scheduler, model, noise: torch.Tensor, cond: dict, steps: int,
     residual, so training it here trains the N-step output itself.
     """
     scheduler.set_timesteps(steps, device=noise.device)
-    residual = noise * scheduler.init_noise_sigma
-    for t in scheduler.timesteps[:k]:
-        residual = scheduler.step(model(residual, t, **cond).sample, t, residual).prev_sample
+    residual = denoising_loop(model, scheduler, noise * scheduler.init_noise_sigma, scheduler.timesteps[:k], cond)
     return residual, scheduler.timesteps[k].expand(noise.shape[0])
 
 
@@ -373,7 +373,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         cond = {"x_init": x_init, "y_hat": y_hat, "quality": quality}
         if torch.rand(()) < args.few_step_fraction:
             steps = SAMPLER_STEPS[torch.randint(len(SAMPLER_STEPS), ()).item()]
-            r_t, t = sampler_state(sampler, unet, noise, cond, steps, k=torch.randint(steps, ()).item())
+            r_t, t = sampler_state(sampler, accelerator.unwrap_model(unet), noise, cond, steps,
+                                   k=torch.randint(steps, ()).item())
         else:
             t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
             r_t = noise_scheduler.add_noise(r, noise, t)

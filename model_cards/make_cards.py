@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from rdc_diffusers.model_card import headline, load_summaries, render_card, select_results, training_budget
-from rdc_diffusers.pretrained import BUNDLED_DIR, bundled_models
+from rdc_diffusers.hub.model_card import headline, load_summaries, render_card, select_results, training_budget
+from rdc_diffusers.hub.pretrained import BUNDLED_DIR, bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"

@@ -21,7 +21,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 import rdc_diffusers
-from rdc_diffusers import RDCCodec, RDCPipeline, ResidualUNet
+from rdc_diffusers import RDCCodec, RDCPipeline, ResidualUNet, pipelines
 from rdc_diffusers.cli import main
 from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
@@ -51,9 +51,7 @@ def build_tiny_pipeline(seed: int = 0) -> RDCPipeline:
 
 
 def load_pipeline(path: str | os.PathLike) -> RDCPipeline:
-    pipe = RDCPipeline.from_pretrained(path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pipelines.load_pipeline(path, disable=True)
 
 
 def shown_progress(pipe) -> io.StringIO:

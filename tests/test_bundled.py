@@ -12,13 +12,13 @@ from conftest import DATA_DIR, PYTHON, python_env
 from PIL import Image
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.bitstream.rdc import decode_file
+from rdc_diffusers.bitstream.rdcv import decode_video_file
 from rdc_diffusers.cli import main
-from rdc_diffusers.image_io import to_tensor as image_tensor
+from rdc_diffusers.hub.pretrained import BUNDLED_DIR, DEFAULT_MODEL, bundled_models
+from rdc_diffusers.media.image_io import to_tensor as image_tensor
+from rdc_diffusers.media.video_io import read_video
 from rdc_diffusers.metrics.quality import psnr
-from rdc_diffusers.pretrained import BUNDLED_DIR, DEFAULT_MODEL, bundled_models
-from rdc_diffusers.video_bitstream import decode_video_file
-from rdc_diffusers.video_io import read_video
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
 

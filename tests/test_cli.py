@@ -15,7 +15,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 from rdc_diffusers import RDCInterCodec
-from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.bitstream.rdc import decode_file
 from rdc_diffusers.cli import main, parse_size
 
 

@@ -14,9 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec
+from rdc_diffusers.hub.pretrained import BUNDLED_DIR, DEFAULT_MODEL
 from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.models.codec import REFERENCE_LMBDA, check_quality
-from rdc_diffusers.pretrained import BUNDLED_DIR, DEFAULT_MODEL
 from rdc_diffusers.training import warm_start
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"

@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file  # noqa: E402 (only with the demo 
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from rdc_diffusers import RDCPipeline  # noqa: E402
-from rdc_diffusers.bitstream import decode_file  # noqa: E402
+from rdc_diffusers.bitstream.rdc import decode_file  # noqa: E402
 from rdc_diffusers.demo import build_demo  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"
@@ -214,7 +214,7 @@ def test_the_space_app_builds_the_bundled_demo():
     demo = app["demo"]
     assert isinstance(demo, gr.Blocks)
     dropdown = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model")
-    from rdc_diffusers.pretrained import DEFAULT_MODEL, bundled_models
+    from rdc_diffusers.hub.pretrained import DEFAULT_MODEL, bundled_models
 
     assert [c[0] for c in dropdown.choices] == bundled_models() and dropdown.value == DEFAULT_MODEL
     quality = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label.startswith("Quality"))

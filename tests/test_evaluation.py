@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rdc_diffusers.evaluation import curve_name, evaluate_classical, evaluate_pipeline, group_name, summarize
+from rdc_diffusers.evaluation.results import curve_name, curves, group_name, summarize
+from rdc_diffusers.evaluation.scoring import evaluate_classical, evaluate_pipeline
 from rdc_diffusers.metrics.quality import MS_SSIM_MIN_SIDE, ms_ssim, psnr
-from rdc_diffusers.results import curves
 
 
 def _random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from rdc_diffusers.errors import UnsupportedImageError
-from rdc_diffusers.image_io import crop_to, open_image, pad_to_multiple, to_output, to_tensor
+from rdc_diffusers.media.image_io import crop_to, open_image, pad_to_multiple, to_output, to_tensor
 
 H, W = 33, 47  # odd on purpose: nothing may assume even or multiple-of-16 sizes
 RNG = np.random.default_rng(0)

@@ -13,7 +13,7 @@ from conftest import random_image
 from test_video import build_tiny_video_pipeline, moving_clip
 
 from rdc_diffusers import DecompressionBombError, RDCFormatError, UnsupportedImageError, limits
-from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.bitstream.rdc import decode_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

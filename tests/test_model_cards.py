@@ -8,9 +8,10 @@ import pytest
 from conftest import load_script
 from huggingface_hub import ModelCard
 
-from rdc_diffusers.evaluation import format_quality
-from rdc_diffusers.model_card import MissingResultsError, render_card
-from rdc_diffusers.pretrained import BUNDLED_DIR, bundled_models
+from rdc_diffusers.errors import MissingResultsError
+from rdc_diffusers.evaluation.results import format_quality
+from rdc_diffusers.hub.model_card import render_card
+from rdc_diffusers.hub.pretrained import BUNDLED_DIR, bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
 make_cards = load_script("model_cards/make_cards.py")

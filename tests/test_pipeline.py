@@ -16,8 +16,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from safetensors.torch import load_file
 
 from rdc_diffusers import RDCFormatError, RDCModelMismatchError, RDCPipeline, RDCPipelineOutput, ResidualUNet
-from rdc_diffusers.bitstream import decode_file
-from rdc_diffusers.image_io import crop_to, pad_to_multiple, to_tensor
+from rdc_diffusers.bitstream.rdc import decode_file
+from rdc_diffusers.media.image_io import crop_to, pad_to_multiple, to_tensor
 
 
 def decode_np(pipe: RDCPipeline, data: bytes, **kwargs) -> np.ndarray:

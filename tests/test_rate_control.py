@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.bitstream.rdc import decode_file
 from rdc_diffusers.errors import RateTargetError
-from rdc_diffusers.pretrained import DEFAULT_MODEL
+from rdc_diffusers.hub.pretrained import DEFAULT_MODEL
 from rdc_diffusers.rate_control import RateSearch, search_quality
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "kodim23.png"

@@ -106,3 +106,14 @@ def test_the_readme_blocks_run_as_written(tmp_path):
     assert Image.open(tmp_path / "kodim23_refined.png").size == (128, 96)
     assert (tmp_path / "kodim23_10k.rdc").stat().st_size <= 10_000
     assert len(list((tmp_path / "clip_frames").glob("*.png"))) == 4
+
+
+def test_the_layout_table_has_one_row_per_package_folder():
+    """Each folder of the package is one row of the README's layout table, and every path a row names exists."""
+    table = README.read_text().split("## Layout", 1)[1].split("\n\n", 2)[1]
+    paths = [re.match(r"\| `([^`]+)`", line).group(1) for line in table.splitlines()[2:]]
+    package = ROOT / "src" / "rdc_diffusers"
+    folders = sorted(f"src/rdc_diffusers/{p.name}/" for p in package.iterdir()
+                     if p.is_dir() and p.name != "__pycache__")
+    assert sorted(p for p in paths if p.startswith("src/rdc_diffusers/") and p.endswith("/")) == folders
+    assert all((ROOT / p.rstrip("/")).exists() for p in paths if "*" not in p)

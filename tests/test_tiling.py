@@ -7,7 +7,7 @@ import torch
 from conftest import random_image, shown_progress
 
 from rdc_diffusers import tiling
-from rdc_diffusers.image_io import to_tensor
+from rdc_diffusers.media.image_io import to_tensor
 from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.tiling import choose_tile_size, tile_spans, tiled
 

@@ -12,7 +12,7 @@ from conftest import PYTHON, build_tiny_pipeline, load_pipeline, load_script, py
 from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
-from rdc_diffusers.bitstream import decode_file
+from rdc_diffusers.bitstream.rdc import decode_file
 from rdc_diffusers.training import rate_distortion_loss
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
@@ -106,7 +106,7 @@ def test_the_second_stage_saves_a_pipeline_that_decodes(mode, codec_run, photos,
 
 
 def test_the_residual_stage_trains_on_the_pipelines_own_sampling_trajectory():
-    """sampler_state(N, k) is the residual RDCPipeline.refine holds before its step k, at that step's timestep."""
+    """sampler_state(N, k) is the residual RDCPipeline.denoise holds before its step k, at that step's timestep."""
     from diffusers import DDIMScheduler
 
     script = load_script("examples/train_rdc.py")
@@ -116,7 +116,7 @@ def test_the_residual_stage_trains_on_the_pipelines_own_sampling_trajectory():
         coded = pipe.codec(x, 50.0)
     x_init, y_hat, noise = coded["x_init"].clamp(0, 1), coded["y_hat"], torch.randn_like(x)
     seen = [noise]
-    pipe.refine(x_init, y_hat, 50.0, num_inference_steps=4, noise=noise, progress=False,
+    pipe.denoise(x_init, y_hat, 50.0, num_inference_steps=4, noise=noise, progress=False,
                 callback_on_step_end=lambda p, i, t, tensors: seen.append(tensors["residual"].clone()))
     cond = {"x_init": x_init, "y_hat": y_hat, "quality": torch.tensor([50.0])}
     for k in range(4):

@@ -11,10 +11,17 @@ import torch
 from conftest import build_tiny_pipeline, random_image, shown_progress
 from PIL import Image
 
-from rdc_diffusers import RDCFormatError, RDCInterCodec, RDCModelMismatchError, RDCVideoPipeline, UnsupportedImageError
-from rdc_diffusers.image_io import pad_to_multiple, to_tensor
-from rdc_diffusers.video_bitstream import RDCVFile, RDCVHeader, decode_video_file, encode_video_file
-from rdc_diffusers.video_io import read_video
+from rdc_diffusers import (
+    RDCFormatError,
+    RDCInterCodec,
+    RDCModelMismatchError,
+    RDCVideoPipeline,
+    UnsupportedImageError,
+    UnsupportedVideoError,
+)
+from rdc_diffusers.bitstream.rdcv import RDCVFile, RDCVHeader, decode_video_file, encode_video_file
+from rdc_diffusers.media.image_io import pad_to_multiple, to_tensor
+from rdc_diffusers.media.video_io import read_video
 
 
 def moving_clip(count: int = 5, height: int = 48, width: int = 80, seed: int = 0) -> list:
@@ -132,6 +139,21 @@ def test_decoding_is_deterministic_and_refinement_changes_the_frames(video_pipe,
     assert not np.array_equal(independent[1:], first[1:])
 
 
+def test_a_callback_sees_every_step_of_every_frame_and_can_replace_the_residual(video_pipe, clip_bytes):
+    """The video pipeline runs the image pipeline's refinement loop, callback included."""
+    calls = []
+
+    def zero_residual_at_the_end(pipe, i, t, tensors):
+        calls.append(i)
+        assert pipe is video_pipe and tensors["residual"].shape == (1, 3, 64, 128)  # the padded frame
+        return {"residual": torch.zeros_like(tensors["residual"])} if i == 1 else tensors
+
+    zeroed = video_pipe.decompress(clip_bytes, num_inference_steps=2, output_type="np",
+                                   callback_on_step_end=zero_residual_at_the_end).frames
+    assert calls == [0, 1] * 5
+    np.testing.assert_array_equal(zeroed, video_pipe.decompress(clip_bytes, refine=False, output_type="np").frames)
+
+
 def test_clips_stream_in_and_out_one_frame_at_a_time(video_pipe, clip_bytes):
     """compress takes any iterable (read once, in order); decode_frames yields what decompress returns."""
     read = []
@@ -153,7 +175,7 @@ def test_clips_stream_in_and_out_one_frame_at_a_time(video_pipe, clip_bytes):
         np.testing.assert_array_equal(a, np.round(b * 255).astype(np.uint8))
     with pytest.raises(RDCFormatError):  # a bad file is refused when asked for the iterator, not later
         video_pipe.decode_frames(clip_bytes[:-1])
-    with pytest.raises(UnsupportedImageError, match="at least one frame"):
+    with pytest.raises(UnsupportedVideoError, match="at least one frame"):
         video_pipe.compress(iter([]))
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdc_diffusers import video_io
 from rdc_diffusers.errors import UnsupportedVideoError
-from rdc_diffusers.video_io import Video, read_video, write_frames, write_video
+from rdc_diffusers.media import video_io
+from rdc_diffusers.media.video_io import Video, read_video, write_frames, write_video
 
 W, H = 64, 48
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video" / "BasketballPass_416x240"

@@ -20,7 +20,7 @@ from .errors import (
     UnsupportedSchedulerError,
     UnsupportedVideoError,
 )
-from .hub import register_when_diffusers_loads
+from .hub.registration import register_when_diffusers_loads
 
 __version__ = "0.3.0"
 

@@ -12,17 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import __version__
-from .atomic_write import write_atomically
-from .errors import RDCError
-from .schedulers import SCHEDULERS, use_scheduler
+from .errors import CLIError, RateTargetError, RDCError
+from .media.atomic_write import write_atomically
+from .schedulers import SCHEDULERS, TEMPORAL_NOISE, use_scheduler
 from .text import plural
 
 SCHEDULER_OPTION = {"choices": list(SCHEDULERS), "metavar": "NAME", "default": None,
                     "help": f"sampler: {', '.join(SCHEDULERS)} (default: the model's own scheduler)"}
-
-
-class CLIError(Exception):
-    """A problem with what the user asked for (exists, missing, bad option): one line, exit code 2."""
 
 
 def _int_in(lo: int, hi: int):
@@ -115,21 +111,34 @@ MAX_PIXELS_OPTION = {"type": parse_pixels, "default": None, "metavar": "N",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pretrained import DEFAULT_MODEL
+    from .hub.pretrained import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="rdc", description="Perceptual image compression with residual diffusion.")
     parser.add_argument("--version", action="version", version=f"rdc-diffusers {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    model_help = f"a folder, a Hugging Face Hub repo id, or a bundled model name (default: {DEFAULT_MODEL})"
-    compress = sub.add_parser("compress", help="image -> .rdc file at a quality or a rate target (or a folder of "
-                                               "images -> a folder of .rdc files)")
+    # The options several commands share, each defined once.
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", default=DEFAULT_MODEL,
+                       help=f"a folder, a Hugging Face Hub repo id, or a bundled model name (default: {DEFAULT_MODEL})")
+    encoding = argparse.ArgumentParser(add_help=False)
+    encoding.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
+    encoding.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
+    decoding = argparse.ArgumentParser(add_help=False)
+    decoding.add_argument("--fast", action="store_true", help="the codecs' decode only (no diffusion)")
+    decoding.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
+    decoding.add_argument("--scheduler", **SCHEDULER_OPTION)
+    force = argparse.ArgumentParser(add_help=False)
+    force.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    files = argparse.ArgumentParser(add_help=False, parents=[force])
+    files.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
+
+    compress = sub.add_parser("compress", parents=[model, encoding, files],
+                              help="image -> .rdc file at a quality or a rate target (or a folder of images -> a "
+                                   "folder of .rdc files)")
     compress.add_argument("input", type=Path, help="an image, or a folder (then -o is a folder; data-parallel "
                                                   "under accelerate launch)")
     compress.add_argument("-o", "--output", type=Path, required=True)
-    compress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    compress.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
-    compress.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
     compress.add_argument("--strength", type=parse_strength, default=None, metavar="S",
                           help="default refinement strength stored in the file, 0..1 (0: the fast decode, 1: the "
                                "full diffusion sample; default: the model's)")
@@ -142,61 +151,41 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--size", type=parse_size, default=None, metavar="S",
                       help="rate control: the highest quality whose file is at most S bytes (per image), "
                            "e.g. 20000, 20KB, 1.5MB, 20KiB (KB = 1000 bytes, KiB = 1024)")
-    compress.add_argument("--force", action="store_true", help="overwrite an existing output")
-    compress.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
-    decompress = sub.add_parser("decompress", help=".rdc file -> image (or a folder of .rdc files -> a folder of "
-                                                   "PNGs)")
+    decompress = sub.add_parser("decompress", parents=[model, decoding, files],
+                                help=".rdc file -> image (or a folder of .rdc files -> a folder of PNGs)")
     decompress.add_argument("input", type=Path, help="an .rdc file, or a folder (then -o is a folder; data-parallel "
                                                     "under accelerate launch)")
     decompress.add_argument("-o", "--output", type=Path, required=True)
-    decompress.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    decompress.add_argument("--fast", action="store_true", help="fidelity decoder only (no diffusion)")
-    decompress.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
     decompress.add_argument("--strength", type=parse_strength, default=None, metavar="S",
                             help="fidelity <-> realism, 0..1: how much of the sampled detail to add (0: the fast "
                                  "decode, 1: all of it; default: from the file)")
-    decompress.add_argument("--scheduler", **SCHEDULER_OPTION)
-    decompress.add_argument("--force", action="store_true", help="overwrite an existing output")
-    decompress.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
-    video = sub.add_parser("compress-video", help="clip (mp4, y4m, ... or a folder of frames) -> .rdcv file")
+    video = sub.add_parser("compress-video", parents=[model, encoding, files],
+                           help="clip (mp4, y4m, ... or a folder of frames) -> .rdcv file")
     video.add_argument("input", type=Path, help="a video file PyAV can read, or a folder of frame images")
     video.add_argument("-o", "--output", type=Path, required=True)
-    video.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     video.add_argument("--gop", type=_int_in(1, 0xFFFF), default=8, help="an I-frame every GOP frames (default: 8)")
     video.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder (default: 25; "
                                                                "video files: their own)")
     video.add_argument("--max-frames", type=_int_in(1, 100_000), default=None, help="only the first N frames")
-    video.add_argument("--seed", type=SEED, default=0, help="sampling seed stored in the file")
-    video.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
     video.add_argument("--quality", type=parse_quality, default=None, metavar="Q",
                        help="the model's video quality only (its P-frame codec has a single rate; default: that one)")
-    video.add_argument("--force", action="store_true", help="overwrite an existing output")
-    video.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
-    unvideo = sub.add_parser("decompress-video", help=".rdcv file -> mp4 (and PNG frames)")
+    unvideo = sub.add_parser("decompress-video", parents=[model, decoding, files],
+                             help=".rdcv file -> mp4 (and PNG frames)")
     unvideo.add_argument("input", type=Path)
     unvideo.add_argument("-o", "--output", type=Path, required=True, help="video file (.mp4)")
     unvideo.add_argument("--frames-dir", type=Path, default=None, help="also write every frame as PNG here")
-    unvideo.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    unvideo.add_argument("--fast", action="store_true", help="codecs only (no diffusion)")
-    unvideo.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
-    unvideo.add_argument("--scheduler", **SCHEDULER_OPTION)
-    unvideo.add_argument("--temporal-noise", choices=["shared", "independent"], default="shared",
+    unvideo.add_argument("--temporal-noise", choices=TEMPORAL_NOISE, default="shared",
                          help="refinement noise: one field for every frame (default), or new per frame")
-    unvideo.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    unvideo.add_argument("--max-pixels", **MAX_PIXELS_OPTION)
 
     info = sub.add_parser("info", help="print the header of an .rdc or .rdcv file")
     info.add_argument("input", type=Path)
 
-    evaluate = sub.add_parser("eval", help="score a model on a folder of images (data-parallel under accelerate)")
+    evaluate = sub.add_parser("eval", parents=[model, decoding, force],
+                              help="score a model on a folder of images (data-parallel under accelerate)")
     evaluate.add_argument("folder", type=Path)
-    evaluate.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    evaluate.add_argument("--fast", action="store_true", help="fidelity decoder only (no diffusion)")
-    evaluate.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: the model's)")
-    evaluate.add_argument("--scheduler", **SCHEDULER_OPTION)
     evaluate.add_argument("-o", "--output", type=Path, default=Path("results.json"),
                           help="JSON result file; the CSV goes beside it (default: results.json)")
     evaluate.add_argument("--seed", type=SEED, default=0, help="sampling seed written into the files")
@@ -205,16 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "model's default quality)")
     evaluate.add_argument("--no-fid", action="store_true", help="skip patch FID/KID (the slowest metric on a CPU)")
     evaluate.add_argument("--limit", type=_int_in(1, 2**31), default=None, help="only the first N images by name")
-    evaluate.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     bdrate = sub.add_parser("bdrate", help="BD-rates (PSNR, LPIPS) of every curve against every other, across "
                                            "result files (one curve's points may come from several files)")
     bdrate.add_argument("results", type=Path, nargs="+", help="result files (JSON), e.g. one `rdc eval` file per model")
 
-    plot = sub.add_parser("plot", help="bpp-PSNR and bpp-LPIPS charts of result files (PNG)")
+    plot = sub.add_parser("plot", parents=[force], help="bpp-PSNR and bpp-LPIPS charts of result files (PNG)")
     plot.add_argument("results", type=Path, nargs="+", help="result files (JSON)")
     plot.add_argument("-o", "--output", type=Path, required=True, help="folder for rd_psnr.png and rd_lpips.png")
-    plot.add_argument("--force", action="store_true", help="overwrite existing PNGs")
 
     demo = sub.add_parser("demo", help="serve the Gradio demo locally (needs rdc-diffusers[demo])")
     demo.add_argument("--port", type=_int_in(1, 65535), default=None, help="default: Gradio's (7860 or the next free)")
@@ -263,15 +250,13 @@ def read_bytes(path: Path) -> bytes:
 
 
 def load_pipeline(model: str, video: bool = False):
-    from .pipelines.pipeline_rdc import RDCPipeline
-    from .pipelines.pipeline_rdc_video import RDCVideoPipeline
+    """The model a command names, with the CLI's progress bars; a model that cannot load is the user's problem."""
+    from .pipelines import load_pipeline
 
     try:
-        pipe = (RDCVideoPipeline if video else RDCPipeline).from_pretrained(model)
+        return load_pipeline(model, video=video, **PROGRESS)
     except (OSError, ValueError) as err:
         raise CLIError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
-    pipe.set_progress_bar_config(**PROGRESS)
-    return pipe
 
 
 PROGRESS = {"disable": None, "leave": False}
@@ -315,8 +300,7 @@ def compress_image(pipe, image, args: argparse.Namespace) -> dict:
     Returns ``{"data", "quality", "width", "height"}``, the quality read back from the file's header, or
     ``{"error", "width", "height"}`` with the [`RateTargetError`] message (it names the smallest size).
     """
-    from .bitstream import decode_file
-    from .errors import RateTargetError
+    from .bitstream.rdc import decode_file
 
     record = {"width": image.width, "height": image.height}
     try:
@@ -341,8 +325,7 @@ def report_line(output: Path, record: dict, target: str | None) -> str:
 
 
 def run_compress(args: argparse.Namespace) -> None:
-    from .errors import RateTargetError
-    from .image_io import open_image
+    from .media.image_io import open_image
 
     if args.input.is_dir():
         return run_compress_folder(args)
@@ -376,8 +359,7 @@ def run_compress_folder(args: argparse.Namespace) -> None:
     With a rate target every image gets its own search; an image that cannot meet it is reported and skipped
     (nothing written for it), the others are written, and the command fails at the end.
     """
-    from .errors import RateTargetError
-    from .image_io import open_image
+    from .media.image_io import open_image
     from .parallel import map_shards, state
 
     paths = _list_images(args.input)
@@ -424,9 +406,9 @@ def run_compress_folder(args: argparse.Namespace) -> None:
 
 def run_eval(args: argparse.Namespace) -> None:
 
-    from .evaluation import decode_name, evaluate_pipeline, summarize
+    from .evaluation.results import csv_path, machine_info, save_results, summarize
+    from .evaluation.scoring import decode_name, evaluate_pipeline
     from .parallel import map_shards, state
-    from .results import csv_path, machine_info, save_results
 
     if args.fast and (args.steps or args.scheduler):
         raise CLIError("--fast decodes without refinement: leave out --steps and --scheduler")
@@ -464,8 +446,8 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_bdrate(args: argparse.Namespace) -> None:
-    from .bdrate import bd_rate_table
-    from .results import load_results
+    from .evaluation.bdrate import bd_rate_table
+    from .evaluation.results import load_results
 
     rows = bd_rate_table([load_results(path) for path in args.results])
     if not rows:
@@ -477,8 +459,8 @@ def run_bdrate(args: argparse.Namespace) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> None:
-    from .plotting import plot_files, plot_rd
-    from .results import load_results
+    from .evaluation.plotting import plot_files, plot_rd
+    from .evaluation.results import load_results
 
     results = [load_results(path) for path in args.results]
     if args.output.exists() and not args.output.is_dir():
@@ -494,7 +476,7 @@ def run_plot(args: argparse.Namespace) -> None:
 
 
 def run_decompress(args: argparse.Namespace) -> None:
-    from .bitstream import decode_file
+    from .bitstream.rdc import decode_file
     from .limits import check_decode_size
 
     if args.fast and args.strength is not None:
@@ -539,7 +521,7 @@ def check_steps_option(pipe, steps: int | None) -> None:
 def run_decompress_folder(args: argparse.Namespace) -> None:
     """Every ``.rdc`` file of a folder -> ``OUTDIR/<stem>.png``, as ``rdc compress DIR -o OUTDIR`` wrote them;
     each process of ``accelerate launch`` takes a share. Every file is checked before the model is loaded."""
-    from .bitstream import decode_file
+    from .bitstream.rdc import decode_file
     from .limits import check_decode_size
     from .parallel import map_shards, state
 
@@ -590,8 +572,8 @@ def _format_for(path: Path) -> str:
 
 
 def run_compress_video(args: argparse.Namespace) -> None:
-    from .video_bitstream import decode_video_file
-    from .video_io import open_video
+    from .bitstream.rdcv import decode_video_file
+    from .media.video_io import open_video
 
     args.output = output_file(args, ".rdcv")
     if not args.input.exists():
@@ -615,9 +597,9 @@ def run_compress_video(args: argparse.Namespace) -> None:
 
 
 def run_decompress_video(args: argparse.Namespace) -> None:
+    from .bitstream.rdcv import decode_video_file
     from .limits import check_decode_size
-    from .video_bitstream import decode_video_file
-    from .video_io import check_video_target, save_frames, write_video
+    from .media.video_io import check_video_target, save_frames, write_video
 
     args.output = output_file(args, ".mp4")
     if args.frames_dir is not None and args.frames_dir.exists() and any(args.frames_dir.iterdir()) and not args.force:
@@ -644,34 +626,26 @@ def run_decompress_video(args: argparse.Namespace) -> None:
 
 
 def run_info(args: argparse.Namespace) -> None:
-    from .bitstream import decode_file
-    from .video_bitstream import VIDEO_MAGIC
+    from .bitstream import RDCVFile, sniff
 
     data = read_bytes(args.input)
-    if data.startswith(VIDEO_MAGIC):
-        return _video_info(args.input, data)
-    file = decode_file(data)
+    file = sniff(data)
     h = file.header
+    if isinstance(file, RDCVFile):
+        count = len(file.frame_types)
+        print(f"file:        {args.input} ({len(data)} bytes, {8 * len(data) / (h.width * h.height * count):.4f} bpp)")
+        print(f"clip:        {plural(count, 'frame')} of {h.width}x{h.height} at {float(h.fps):g} fps ({h.fps}), "
+              f"GOP {h.gop_size}")
+        print(f"frames:      {''.join(file.frame_types)}")
+        print(f"model:       {h.model_name} (ids {h.codec_id.hex()} / {h.inter_codec_id.hex()})")
+        print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')} by default")
+        return
     print(f"file:        {args.input} ({len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp)")
     print(f"image:       {h.width}x{h.height}, original mode {h.mode}")
     print(f"quality:     {h.quality:g}")
     print(f"model:       {h.model_name} (id {h.model_id.hex()})")
     print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')}, strength {h.strength:g} by default")
     print(f"sections:    {', '.join(str(len(s)) for s in file.sections)} bytes")
-
-
-def _video_info(path: Path, data: bytes) -> None:
-    from .video_bitstream import decode_video_file
-
-    file = decode_video_file(data)
-    h = file.header
-    count = len(file.frame_types)
-    print(f"file:        {path} ({len(data)} bytes, {8 * len(data) / (h.width * h.height * count):.4f} bpp)")
-    print(f"clip:        {plural(count, 'frame')} of {h.width}x{h.height} at {float(h.fps):g} fps ({h.fps}), "
-          f"GOP {h.gop_size}")
-    print(f"frames:      {''.join(file.frame_types)}")
-    print(f"model:       {h.model_name} (ids {h.codec_id.hex()} / {h.inter_codec_id.hex()})")
-    print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')} by default")
 
 
 def run_demo(args: argparse.Namespace) -> None:

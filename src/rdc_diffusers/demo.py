@@ -21,7 +21,7 @@ import PIL.Image
 import torch
 
 from .errors import RateTargetError, RDCError
-from .pretrained import DEFAULT_MODEL, bundled_models
+from .hub.pretrained import DEFAULT_MODEL, bundled_models
 from .schedulers import available_schedulers, load_scheduler
 
 MAX_UPLOAD_MB = 20
@@ -38,12 +38,11 @@ LPIPS_MISSING = ('LPIPS is not installed, so its column is empty: `pip install -
 
 
 @functools.lru_cache(maxsize=4)
-def load_pipeline(name_or_path: str):
+def shared_pipeline(name_or_path: str):
     """One loaded pipeline per model, shared by all requests (loading takes seconds, a request much less)."""
-    from .pipelines.pipeline_rdc import RDCPipeline
+    from .pipelines import load_pipeline
 
-    pipe = RDCPipeline.from_pretrained(name_or_path)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(name_or_path, disable=True)
     pipe._demo_lock = threading.Lock()  # the scheduler is swapped per request
     pipe._demo_scheduler_config = pipe.scheduler.config
     return pipe
@@ -68,7 +67,7 @@ def check_upload(path: str | os.PathLike, max_upload_mb: float) -> None:
 
 def open_upload(path: str | os.PathLike, max_pixels: int) -> PIL.Image.Image:
     """Open an uploaded image, refusing huge ones before their pixels are decoded."""
-    from .image_io import open_image
+    from .media.image_io import open_image
 
     try:
         with PIL.Image.open(path) as probe:
@@ -185,7 +184,7 @@ def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | Non
                 progress: Callable) -> dict:
     """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds.
     ``steps`` and ``strength`` None: as stored in the file."""
-    from .bitstream import decode_file
+    from .bitstream.rdc import decode_file
 
     header = decode_file(data).header
     steps = header.num_inference_steps if steps is None else steps
@@ -268,7 +267,7 @@ def build_demo(
         strength = strength_option(strength)
         check_upload(image_path, max_upload_mb)
         image = open_upload(image_path, max_pixels)
-        pipe = load_pipeline(choices[model])
+        pipe = shared_pipeline(choices[model])
         start = time.perf_counter()
         try:
             data = pipe.compress(image, seed=int(seed), num_inference_steps=int(steps), strength=strength, **rate)
@@ -284,7 +283,7 @@ def build_demo(
     def decompress(rdc_path, model, scheduler, steps, strength, decode, progress=gr.Progress()):  # noqa: B008
         """Decode an uploaded .rdc file; the model named in its header is used when the demo has it. Steps and
         strength below 0: as stored in the file."""
-        from .bitstream import decode_file
+        from .bitstream.rdc import decode_file
 
         if not rdc_path:
             raise _error("Please upload an .rdc file first.")
@@ -298,7 +297,7 @@ def build_demo(
             if header.width * header.height > max_pixels:
                 raise _error(f"The file holds a {header.width}x{header.height} image; this demo decodes up to "
                              f"{max_pixels / 1e6:.3g} MP.")
-            decoded = decode_both(load_pipeline(choices[model]), data, decode, scheduler,
+            decoded = decode_both(shared_pipeline(choices[model]), data, decode, scheduler,
                                   None if steps is None or steps < 0 else int(steps), strength, progress)
         except RDCError as err:
             raise _error(f"Cannot decode this file: {err}") from err
@@ -367,7 +366,7 @@ def build_demo(
 
 def model_defaults(name_or_path: str) -> tuple[int, float, float]:
     """The model's default steps, quality and strength: what the sliders show when it is chosen."""
-    config = load_pipeline(name_or_path).config
+    config = shared_pipeline(name_or_path).config
     return int(config.default_num_inference_steps), float(config.default_quality), float(config.default_strength)
 
 

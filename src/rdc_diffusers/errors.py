@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
-    "DecompressionBombError", "RDCError", "RDCFormatError", "RDCModelMismatchError", "RateTargetError",
-    "UnsupportedImageError", "UnsupportedSchedulerError", "UnsupportedVideoError",
+    "CLIError", "DecompressionBombError", "MissingResultsError", "RDCError", "RDCFormatError", "RDCModelMismatchError",
+    "RateTargetError", "ResultsFileError", "UnsupportedImageError", "UnsupportedSchedulerError",
+    "UnsupportedVideoError",
 ]
 
 
@@ -39,3 +40,17 @@ class RateTargetError(RDCError, ValueError):
 class UnsupportedSchedulerError(RDCError, ValueError):
     """A diffusers scheduler that cannot sample the residual UNet (``rdc_diffusers.schedulers`` lists those
     that can)."""
+
+
+class ResultsFileError(RDCError, ValueError):
+    """A file that is not a result file of this package (unreadable, not JSON, no ``summary``)."""
+
+
+class MissingResultsError(RDCError, LookupError):
+    """A model has no (or an ambiguous) benchmark entry: its card would have no measured numbers, so it is not
+    written."""
+
+
+class CLIError(Exception):
+    """A problem with what an ``rdc`` command was asked (exists, missing, bad option): one line, exit code 2. Not an
+    ``RDCError``: the library never raises it."""

@@ -27,9 +27,9 @@ from .errors import UnsupportedSchedulerError
 if TYPE_CHECKING:  # torch is imported where it is used, so the CLI can list the names without it
     from torch import Tensor
 
-__all__ = ["REFUSED", "SCHEDULERS", "ChecksScheduler", "adapt_scheduler", "alpha_bar", "available_schedulers",
-           "check_scheduler", "convert_prediction", "load_scheduler", "scheduler_name", "supported_scheduler",
-           "use_scheduler"]
+__all__ = ["REFUSED", "SCHEDULERS", "TEMPORAL_NOISE", "ChecksScheduler", "adapt_scheduler", "alpha_bar",
+           "available_schedulers", "check_scheduler", "convert_prediction", "load_scheduler", "scheduler_name",
+           "supported_scheduler", "use_scheduler"]
 
 SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ddim": ("DDIMScheduler", ("sample", "v_prediction", "epsilon")),
@@ -49,6 +49,10 @@ SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ddpm-parallel": ("DDPMParallelScheduler", ("sample", "v_prediction", "epsilon")),
 }
 """Short name (``rdc --scheduler``) -> (diffusers class, the prediction types its ``step`` implements, best first)."""
+
+TEMPORAL_NOISE = ("shared", "independent")
+"""How a clip's frames draw their starting noise (``RDCVideoPipeline.decompress(temporal_noise=...)``): one draw
+for every frame, or a new one per frame."""
 
 _BY_CLASS = {cls: (name, types) for name, (cls, types) in SCHEDULERS.items()}
 _NEEDS = {"DPMSolverSDEScheduler": "torchsde"}

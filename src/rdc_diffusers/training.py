@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .image_io import IMAGE_SUFFIXES
+from .media.image_io import IMAGE_SUFFIXES
 from .metrics.quality import psnr  # noqa: F401 (re-exported: the training script imports it from here)
 
 

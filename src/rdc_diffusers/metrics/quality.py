@@ -5,7 +5,7 @@
 * :func:`ms_ssim`: MS-SSIM (``pytorch_msssim``, 5 scales, 11-px Gaussian window, ``data_range=1``).
   MS-SSIM downsamples four times and needs the smaller side to be at least :data:`MS_SSIM_MIN_SIDE`
   (161) pixels; for smaller images there is no MS-SSIM to compute, so it returns ``NaN`` instead of raising
-  (and :func:`rdc_diffusers.evaluation.summarize` leaves NaN out of its means and says how many it used).
+  (and :func:`rdc_diffusers.evaluation.results.summarize` leaves NaN out of its means and says how many it used).
 * :func:`lpips`: re-exported from :mod:`rdc_diffusers.metrics.lpips` (AlexNet, v0.1, offline weights;
   needs the ``metrics`` extra). It returns a ``[B]`` tensor, not a float.
 

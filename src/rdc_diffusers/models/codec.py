@@ -116,9 +116,6 @@ class RDCCodec(EntropyCodedModel):
         self.gaussian_conditional = GaussianConditional(None)
         self.register_entropy_hooks()
 
-    alignment = 64
-    """Height and width of the input must be multiples of this (g_a and h_a downsample 16x and 4x)."""
-
     def lmbda(self, quality: Tensor) -> Tensor:
         """The λ that ``quality`` (a tensor of values in [0, 100]) is trained at: log-linear in the quality."""
         lo, hi = math.log(self.config.lmbda_min), math.log(self.config.lmbda_max)

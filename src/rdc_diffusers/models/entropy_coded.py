@@ -47,6 +47,23 @@ class EntropyCodedModel(ModelMixin, ConfigMixin):
     update = CompressionModel.update
     aux_loss = CompressionModel.aux_loss
 
+    alignment = 64
+    """Height and width of an input must be multiples of this: the hyperprior's total downsampling (ẑ is 1/64)."""
+
+    def z_shape(self, height: int, width: int) -> list[int]:
+        """ẑ's size for an image of ``height`` x ``width`` (before padding): the ``shape`` decompression takes."""
+        return [-(-height // self.alignment), -(-width // self.alignment)]
+
+    @staticmethod
+    def to_sections(strings: list) -> tuple[bytes, ...]:
+        """One image's payloads as a file stores them, from compressai's per-batch string lists."""
+        return tuple(s[0] for s in strings)
+
+    @staticmethod
+    def from_sections(sections) -> list[list[bytes]]:
+        """Inverse of :meth:`to_sections`: compressai's string lists for a batch of one."""
+        return [[s] for s in sections]
+
     def register_entropy_hooks(self) -> None:
         for module in self.modules():
             if type(module) in _ENTROPY_BUFFERS:

@@ -48,8 +48,6 @@ class RDCInterCodec(EntropyCodedModel):
             continue from; a clip's I-frames are coded at it (this P-frame codec itself has a single rate).
     """
 
-    alignment = 64
-
     @register_to_config
     def __init__(self, N: int = 64, M: int = 96, sigma0: float = 1.5, num_levels: int = 5, quality: float = 50.0):
         super().__init__()

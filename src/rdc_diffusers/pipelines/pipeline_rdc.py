@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Callable
@@ -17,16 +16,16 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..bitstream import RDCFile, RDCHeader, check_model, decode_file, encode_file
+from ..bitstream.rdc import RDCFile, RDCHeader, check_model, decode_file, encode_file
 from ..errors import RDCFormatError
-from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..hub.pretrained import model_name, resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size, check_file_steps, check_stored_steps
+from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
-from ..pretrained import model_name, resolve_model, safetensors_only, warn_if_slow_on_cpu
 from ..rate_control import search_quality
-from ..schedulers import ChecksScheduler, adapt_scheduler, alpha_bar, convert_prediction
 from ..tiling import choose_tile_size, tiled
+from .refinement import ResidualRefinementMixin
 
 DEFAULT_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000,
@@ -74,7 +73,7 @@ class RDCPipelineOutput(BaseOutput):
     data: list[bytes]
 
 
-class RDCPipeline(ChecksScheduler, DiffusionPipeline):
+class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
     r"""Residual diffusion codec (arXiv 2505.13152): a learned codec plus a diffusion model of its error.
 
     .. code-block:: none
@@ -105,7 +104,6 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "codec->unet"
-    _callback_tensor_inputs = ["residual"]
 
     def __init__(
         self,
@@ -134,7 +132,7 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
                         model_card: str | None = None, repo_id: str | None = None, **kwargs) -> None:
         """diffusers' save, plus README.md (the model card; ``model_card`` text, else rendered from the config)
         and ``pipeline.py`` for ``custom_pipeline`` loading; ``push_to_hub=True`` uploads the folder as saved."""
-        from .. import hub
+        from ..hub import upload as hub
 
         upload_kwargs = {k: kwargs.pop(k) for k in ("token", "private", "commit_message", "create_pr") if k in kwargs}
         super().save_pretrained(save_directory, **kwargs)
@@ -145,7 +143,7 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
 
     def push_to_hub(self, repo_id: str, *, model_card: str | None = None, **kwargs):
         """Upload weights, configs, the model card and ``pipeline.py`` to ``repo_id`` (huggingface_hub)."""
-        from .. import hub
+        from ..hub import upload as hub
 
         return hub.push_to_hub(self, repo_id, model_card=model_card, **kwargs)
 
@@ -153,17 +151,6 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
     def model_name(self) -> str:
         """A readable name for messages and file headers: the folder's name, or the Hub repo id."""
         return model_name(self.name_or_path)
-
-    def prepare_scheduler(self) -> None:
-        """Assignment already checked the scheduler (``ChecksScheduler``); check again at each call, as its config
-        may have changed since (``register_to_config(prediction_type=...)``)."""
-        self.scheduler = adapt_scheduler(self.scheduler)
-
-    def prepare_extra_step_kwargs(self, generator: torch.Generator, eta: float) -> dict:
-        # Only DDIM takes eta, and not every scheduler takes a generator.
-        accepted = set(inspect.signature(self.scheduler.step).parameters)
-        extra = {"eta": eta, "generator": generator}
-        return {k: v for k, v in extra.items() if k in accepted}
 
     @torch.no_grad()
     def compress(
@@ -222,7 +209,7 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
         def encode(q: float) -> bytes:
             out = self.codec.code_latent(analysis, q)
             return encode_file(RDCFile(header=replace(header, quality=check_quality(q)),
-                                       sections=tuple(s[0] for s in out["strings"])))
+                                       sections=self.codec.to_sections(out["strings"])))
 
         if target_bpp is None:
             return encode(self.config.default_quality if quality is None else quality)
@@ -283,9 +270,9 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
         check_model(header, self.codec.fingerprint(), self.model_name)
 
         # 2. Entropy-decode ŷ (small: 1/16 of the image per side).
-        shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
+        shape = self.codec.z_shape(header.height, header.width)
         try:
-            y_hat = self.codec.decode_latent([[s] for s in file.sections], shape, header.quality)
+            y_hat = self.codec.decode_latent(self.codec.from_sections(file.sections), shape, header.quality)
         except (RuntimeError, ValueError, IndexError) as err:
             raise RDCFormatError(f"entropy decoding failed: {err}") from err
 
@@ -306,7 +293,7 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
             x_init = self.codec.g_s(y_hat).clamp_(0, 1)
             if noise is None:
                 return x_init
-            x_hat = self.refine(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator,
+            x_hat = self.denoise(x_init, y_hat, header.quality, num_inference_steps=steps, generator=generator,
                                 noise=noise, eta=eta, progress=tile is None, callback_on_step_end=callback_on_step_end,
                                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
             if strength == 1:
@@ -331,50 +318,6 @@ class RDCPipeline(ChecksScheduler, DiffusionPipeline):
         if not return_dict:
             return images, bpp, [bytes(data)]
         return RDCPipelineOutput(images=images, bpp=bpp, data=[bytes(data)])
-
-    @torch.no_grad()
-    def refine(
-        self,
-        x_init: torch.Tensor,
-        y_hat: torch.Tensor,
-        quality: float,
-        *,
-        num_inference_steps: int,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        eta: float = 0.0,
-        progress: bool = True,
-        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
-    ) -> torch.Tensor:
-        """Sample the residual given the decoded ``x_init``, ``ŷ`` and the file's quality: returns ``x_init + r``
-        (not clamped).
-
-        ``noise`` is the starting r_T (unit Gaussian, the shape of ``x_init``); by default it is drawn
-        from ``generator``. The video pipeline passes its own to keep the noise consistent across frames, and
-        :meth:`decompress` crops of one image-sized draw when it decodes tile by tile (then its progress bar counts
-        tiles, and ``progress=False`` keeps this one quiet).
-        """
-        self.prepare_scheduler()
-        device, dtype = self._execution_device, self.unet.dtype
-        warn_if_slow_on_cpu(device, dtype)
-        x_init_in, y_hat_in = x_init.to(device, dtype), y_hat.to(device, dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        if noise is None:
-            noise = randn_tensor(x_init.shape, generator=generator, device=device, dtype=dtype)
-        residual = noise.to(device, dtype) * self.scheduler.init_noise_sigma
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        timesteps = self.scheduler.timesteps
-        for i, t in enumerate(self.progress_bar(timesteps) if progress else timesteps):
-            model_input = self.scheduler.scale_model_input(residual, t)
-            model_output = convert_prediction(
-                self.unet(model_input, t, x_init=x_init_in, y_hat=y_hat_in, quality=quality).sample, model_input,
-                alpha_bar(self.scheduler, t), self.unet.config.prediction_type, self.scheduler.config.prediction_type)
-            residual = self.scheduler.step(model_output, t, residual, **extra_step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                tensors = {"residual": residual} if "residual" in callback_on_step_end_tensor_inputs else {}
-                residual = (callback_on_step_end(self, i, t, tensors) or {}).get("residual", residual)
-        return self.unet.base(x_init.to(device)) + residual.float() / self.unet.config.residual_scale
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,24 +15,23 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import RDCFormatError, UnsupportedImageError
-from ..image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..bitstream.rdcv import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
+from ..errors import RDCFormatError, UnsupportedImageError, UnsupportedVideoError
+from ..hub.pretrained import model_name, resolve_model, safetensors_only, unknown_model_message
 from ..limits import check_decode_size, check_encode_size, check_file_steps, check_stored_steps
+from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
 from ..models.codec import RDCCodec, check_quality
 from ..models.inter_codec import RDCInterCodec
 from ..models.residual_unet import ResidualUNet
-from ..pretrained import model_name, resolve_model, safetensors_only, unknown_model_message
-from ..schedulers import ChecksScheduler
-from ..video_bitstream import RDCVFile, RDCVHeader, check_models, decode_video_file, encode_video_file
+from ..schedulers import TEMPORAL_NOISE
 from .pipeline_rdc import RDCPipeline
-
-TEMPORAL_NOISE = ("shared", "independent")
+from .refinement import ResidualRefinementMixin
 
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
         >>> from rdc_diffusers import RDCVideoPipeline
-        >>> from rdc_diffusers.video_io import read_video
+        >>> from rdc_diffusers.media.video_io import read_video
 
         >>> pipe = RDCVideoPipeline.from_pretrained("rdc-bsds")
         >>> clip = read_video("BasketballPass_416x240", fps=50)
@@ -55,7 +54,7 @@ class RDCVideoPipelineOutput(BaseOutput):
     data: bytes
 
 
-class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
+class RDCVideoPipeline(ResidualRefinementMixin, DiffusionPipeline):
     r"""Residual diffusion video codec: I-frames by the image codec, P-frames by a scale-space-flow inter codec.
 
     .. code-block:: none
@@ -185,9 +184,9 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
                 coded = self.inter_codec.compress(x, x_ref)
                 x_ref = self.inter_codec.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
                 types.append("P")
-            sections.append(tuple(s[0] for s in coded["strings"]))
+            sections.append(self.codec.to_sections(coded["strings"]))
         if not types:
-            raise UnsupportedImageError("a clip needs at least one frame")
+            raise UnsupportedVideoError("a clip needs at least one frame")
         header = RDCVHeader(
             width=width, height=height, fps=Fraction(fps).limit_denominator(1001 * 1000), gop_size=gop_size,
             codec_id=self.codec.fingerprint(), inter_codec_id=self.inter_codec.fingerprint(),
@@ -210,6 +209,8 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         max_pixels: float | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
     ) -> RDCVideoPipelineOutput | tuple:
         r"""Decode ``.rdcv`` bytes into frames, all in memory (:meth:`decode_frames` gives them one at a time).
 
@@ -225,13 +226,16 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
             return_dict: return an [`RDCVideoPipelineOutput`] instead of a tuple.
             max_pixels: refuse files whose frames are larger, before decoding anything; default
                 ``rdc_diffusers.limits.MAX_IMAGE_PIXELS``, ``math.inf`` for no limit.
+            callback_on_step_end: called as ``callback(pipe, i, t, {"residual": r_t})`` after each sampling step
+                of each refined frame; may return a dict replacing ``residual``.
 
         Raises:
             RDCFormatError: the bytes are truncated, corrupted or not an ``.rdcv`` file, or were written by
                 other models ([`RDCModelMismatchError`]), or claim frames above ``max_pixels``
                 ([`DecompressionBombError`]).
         """
-        file, frames = self._open(data, refine, num_inference_steps, temporal_noise, generator, eta, "pt", max_pixels)
+        file, frames = self._open(data, refine, num_inference_steps, temporal_noise, generator, eta, "pt", max_pixels,
+                                  callback_on_step_end, callback_on_step_end_tensor_inputs)
         frames = to_output(torch.cat(list(frames)), output_type, "RGB")
         header = file.header
         pixels = header.width * header.height
@@ -252,6 +256,8 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
         eta: float = 0.0,
         output_type: str = "pil",
         max_pixels: float | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
     ) -> Iterator:
         """The frames of ``.rdcv`` bytes one at a time, as they are decoded: memory stays flat in the clip length.
 
@@ -262,10 +268,11 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt' for frames one at a time, got {output_type!r}")
         return self._open(data, refine, num_inference_steps, temporal_noise, generator, eta, output_type,
-                          max_pixels)[1]
+                          max_pixels, callback_on_step_end, callback_on_step_end_tensor_inputs)[1]
 
     def _open(self, data: bytes, refine: bool, num_inference_steps: int | None, temporal_noise: str, generator,
-              eta: float, output_type: str, max_pixels: float | None) -> tuple:
+              eta: float, output_type: str, max_pixels: float | None, callback_on_step_end: Callable | None,
+              callback_on_step_end_tensor_inputs: list[str]) -> tuple:
         """The parsed, checked file and the iterator over its frames (both decode methods start here, so the
         bytes are parsed once)."""
         if temporal_noise not in TEMPORAL_NOISE:
@@ -277,20 +284,21 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
         steps = header.num_inference_steps if num_inference_steps is None else num_inference_steps
         if refine and num_inference_steps is None:
             check_file_steps(steps)
-        return file, self._frames(file, refine and steps > 0, steps, temporal_noise, generator, eta, output_type)
+        refinement = {"num_inference_steps": steps, "eta": eta, "callback_on_step_end": callback_on_step_end,
+                      "callback_on_step_end_tensor_inputs": callback_on_step_end_tensor_inputs}
+        return file, self._frames(file, refine and steps > 0, refinement, temporal_noise, generator, output_type)
 
     @torch.no_grad()
-    def _frames(self, file, refine: bool, steps: int, temporal_noise: str, generator, eta: float,
+    def _frames(self, file, refine: bool, refinement: dict, temporal_noise: str, generator,
                 output_type: str) -> Iterator:
         header = file.header
         if refine and generator is None:
             generator = torch.Generator("cpu").manual_seed(header.seed)
-        image_pipe = self.image_pipeline()
-        shape = [-(-header.height // self.codec.alignment), -(-header.width // self.codec.alignment)]
+        shape = self.codec.z_shape(header.height, header.width)
         x_ref, noise = None, None
         frames = list(zip(file.frame_types, file.sections, strict=True))
         for i, (kind, sections) in enumerate(self.progress_bar(frames)):
-            strings = [[s] for s in sections]
+            strings = self.codec.from_sections(sections)
             try:
                 if kind == "I":
                     decoded = self.codec.decompress(strings, shape, self.quality)
@@ -305,8 +313,8 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
                     y_hat = self.codec.latent(x_ref, self.quality)
                 if noise is None or temporal_noise == "independent":
                     noise = randn_tensor(x_ref.shape, generator=generator, device=torch.device("cpu"))
-                x_hat = image_pipe.refine(x_ref, y_hat, self.quality, num_inference_steps=steps,
-                                          generator=generator, noise=noise, eta=eta)
+                x_hat = self.denoise(x_ref, y_hat, self.quality, generator=generator, noise=noise, progress=False,
+                                     **refinement)
             frame = crop_to(x_hat.clamp(0, 1), header.height, header.width).cpu()
             yield frame if output_type == "pt" else to_output(frame, "pil", "RGB")[0]
 
@@ -325,6 +333,7 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
         temporal_noise: str = "shared",
         output_type: str = "pil",
         return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
     ) -> RDCVideoPipelineOutput | tuple:
         """Compress then decompress a clip: the frames a viewer of the file would see, and its bits.
 
@@ -333,4 +342,4 @@ class RDCVideoPipeline(ChecksScheduler, DiffusionPipeline):
         data = self.compress(frames, fps=fps, gop_size=gop_size, quality=quality, seed=seed,
                              num_inference_steps=num_inference_steps)
         return self.decompress(data, refine=refine, temporal_noise=temporal_noise, output_type=output_type,
-                               return_dict=return_dict)
+                               return_dict=return_dict, callback_on_step_end=callback_on_step_end)

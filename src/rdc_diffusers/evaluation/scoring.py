@@ -26,9 +26,6 @@ is 8-bit already. The reference is ``to_tensor(open_image(path))``, i.e. the sam
 from __future__ import annotations
 
 import io
-import math
-import re
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -39,10 +36,11 @@ import torch
 from PIL import Image, features
 from tqdm.auto import tqdm
 
-from .bitstream import decode_file
-from .image_io import open_image, to_tensor
-from .metrics.quality import lpips, ms_ssim, psnr
-from .schedulers import scheduler_name
+from ..bitstream.rdc import decode_file
+from ..media.image_io import open_image, to_tensor
+from ..metrics.quality import lpips, ms_ssim, psnr
+from ..schedulers import scheduler_name
+from .results import format_quality
 
 CLASSICAL_CODECS = ("jpeg", "webp", "avif")
 """Codec names :func:`evaluate_classical` knows; ``avif`` only where Pillow was built with libavif."""
@@ -53,11 +51,11 @@ _RESERVED_DECODE_KEYS = ("output_type", "return_dict")
 def check_metrics(fid: bool = True) -> None:
     """Load LPIPS (and with ``fid`` the InceptionV3) now: a missing package fails with an ImportError naming
     what to install before any image is coded. Both models are cached, so this costs nothing later."""
-    from .metrics.lpips import lpips_model
+    from ..metrics.lpips import lpips_model
 
     lpips_model()
     if fid:
-        from .metrics.fid import inception_v3_features
+        from ..metrics.fid import inception_v3_features
 
         inception_v3_features()
 
@@ -76,7 +74,7 @@ def _lpips(a: torch.Tensor, b: torch.Tensor) -> float:
 def _patch_features(reference: torch.Tensor, decoded: torch.Tensor) -> dict:
     """``patches`` and the InceptionV3 features of both images' HiFiC patches (the extractor caches features by
     content, so the original's are computed once for all its qualities and decodes)."""
-    from .metrics.fid import count_hific_patches, hific_patches, inception_v3_features
+    from ..metrics.fid import count_hific_patches, hific_patches, inception_v3_features
 
     patches = count_hific_patches(*reference.shape[-2:])
     if patches == 0:
@@ -87,11 +85,15 @@ def _patch_features(reference: torch.Tensor, decoded: torch.Tensor) -> dict:
             "_fid_fake": extractor(hific_patches(decoded)).numpy()}
 
 
-def _scores(reference: torch.Tensor, decoded: torch.Tensor, fid: bool = True) -> dict:
+def _measurements(reference: torch.Tensor, decoded: torch.Tensor, data: bytes, fid: bool, encode_s: float,
+                  decode_s: float) -> dict:
+    """What every record holds after naming its codec and setting: size, rate, scores and times."""
+    height, width = reference.shape[-2:]
     reference, decoded = reference.cpu().float(), _quantize(decoded.cpu())
-    scores = {"psnr": psnr(reference, decoded), "ms_ssim": ms_ssim(reference, decoded),
-              "lpips": _lpips(reference, decoded)}
-    return scores | (_patch_features(reference, decoded) if fid else {})
+    return {"width": width, "height": height, "bytes": len(data), "bpp": 8 * len(data) / (width * height),
+            "psnr": psnr(reference, decoded), "ms_ssim": ms_ssim(reference, decoded),
+            "lpips": _lpips(reference, decoded), **(_patch_features(reference, decoded) if fid else {}),
+            "encode_s": encode_s, "decode_s": decode_s}
 
 
 def decode_name(scheduler: str | None, steps: int) -> str:
@@ -99,40 +101,6 @@ def decode_name(scheduler: str | None, steps: int) -> str:
     if steps == 0 or scheduler is None:
         return "fast"
     return f"{scheduler_name(scheduler)}-{steps}"
-
-
-def format_quality(quality: float) -> str:
-    """A model quality as written in summary keys and tables: ``25``, ``12.5``, ``33.33``."""
-    return f"{float(quality):g}"
-
-
-def is_model_point(record: dict) -> bool:
-    """A record or summary entry of a variable-rate model: it has a codec ``quality`` and no ``target_bpp``.
-
-    (Classical records carry ``quality`` too, Pillow's chosen one, but always with their ``target_bpp``; the
-    single-rate models of result files written before variable rates carry no ``quality``.)
-    """
-    return "target_bpp" not in record and _is_number(record.get("quality"))
-
-
-def curve_name(record: dict) -> str:
-    """Which rate-distortion curve a record or summary entry belongs to (for BD-rates and plots).
-
-    * A classical codec (a record with ``target_bpp``) is one curve per codec (``"jpeg"``).
-    * A variable-rate model is one curve per model and decode, whatever the quality: every quality of
-      ``rdc-bsds`` decoded ``fast`` is on ``rdc-bsds/fast``.
-    * A single-rate model of older result files (no ``quality``) is one curve per model family and decode: a
-      trailing ``-q<N>`` (the rate point) is dropped from the model name, so ``rdc-bsds-q1/fast``,
-      ``rdc-bsds-q3/fast`` and ``rdc-bsds-q5/fast`` form the curve ``rdc-bsds/fast``.
-
-    An explicit ``curve`` field wins (benchmarks/run.py names its refined curves ``<model>/refined``).
-    """
-    if record.get("curve"):
-        return str(record["curve"])
-    if "target_bpp" in record:
-        return str(record["method"])
-    family = str(record["method"]) if is_model_point(record) else re.sub(r"-q\d+$", "", str(record["method"]))
-    return f"{family}/{record['decode']}" if record.get("decode") else family
 
 
 def _say(log: Callable[[str], None] | None, message: str) -> None:
@@ -196,7 +164,6 @@ def evaluate_pipeline(
     for path in tqdm(list(map(Path, paths)), desc=method, unit="image", disable=not progress):
         image = open_image(path)
         reference, _ = to_tensor(image)
-        height, width = reference.shape[-2:]
         for wanted in qualities:
             start = time.perf_counter()
             data = pipe.compress(image, quality=wanted, seed=seed)
@@ -219,13 +186,7 @@ def evaluate_pipeline(
                     "scheduler": type(pipe.scheduler).__name__ if steps > 0 else None,
                     "steps": steps,
                     "strength": strength,
-                    "width": width,
-                    "height": height,
-                    "bytes": len(data),
-                    "bpp": 8 * len(data) / (width * height),
-                    **_scores(reference, decoded, fid),
-                    "encode_s": encode_s,
-                    "decode_s": decode_s,
+                    **_measurements(reference, decoded, data, fid, encode_s, decode_s),
                 }
                 records.append(record)
                 _say(log, f"{method}/{name}@q{format_quality(header.quality)} {path.name}: {record['bpp']:.4f} bpp, "
@@ -325,79 +286,9 @@ def evaluate_classical(
             "decode": f"<={target_bpp:.4f}bpp",
             "quality": best,
             "target_bpp": target_bpp,
-            "width": width,
-            "height": height,
-            "bytes": len(data),
-            "bpp": 8 * len(data) / (width * height),
-            **_scores(reference, decoded, fid),
-            "encode_s": encode_s,
-            "decode_s": decode_s,
+            **_measurements(reference, decoded, data, fid, encode_s, decode_s),
         }
         records.append(record)
         _say(log, f"{codec} {path.name}: q={best}, {record['bpp']:.4f} bpp, {record['psnr']:.2f} dB, "
                   f"LPIPS {record['lpips']:.4f}")
     return records
-
-
-def group_name(record: dict) -> str:
-    """The key :func:`summarize` groups by, one rate point of one curve.
-
-    ``"method/decode"`` (``"rdc-bsds-q3/fast"``, ``"jpeg/<=0.2500bpp"``), or ``"method"`` when there is no decode;
-    a variable-rate model's point adds its quality: ``"rdc-bsds/fast@q25"``.
-    """
-    decode = record.get("decode")
-    key = f"{record['method']}/{decode}" if decode else str(record["method"])
-    return f"{key}@q{format_quality(record['quality'])}" if is_model_point(record) else key
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def summarize(records: Sequence[dict], *, fid: bool = True) -> dict[str, dict]:
-    """Per group (:func:`group_name`: one decode of one model at one quality, or one classical codec at one target
-    rate; in order of first appearance): the mean of every numeric field.
-
-    Each group's entry has ``method``, ``decode``, ``curve`` (:func:`curve_name`), ``count`` (the number of
-    records, i.e. images), the mean of every numeric field (bools and strings are skipped; a string field equal
-    across the group, like ``scheduler``, is copied), and ``median_encode_s`` / ``median_decode_s``. NaN values
-    (MS-SSIM of images below 161 px, LPIPS without its packages) are left out of a mean; when that happens the
-    entry also has ``<field>_count``, the number of values averaged (a mean of no values is NaN).
-
-    ``patches`` is the group's total patch count, not a mean. When the records carry patch features and
-    ``fid`` is true, the entry gets ``fid``, ``kid`` and ``kid_std`` over all the group's patches
-    (:func:`rdc_diffusers.metrics.fid.fid_kid`; NaN below 2 patches). Private fields (``_*``) are not copied.
-    """
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        groups.setdefault(group_name(record), []).append(record)
-    summary = {}
-    for key, items in groups.items():
-        entry: dict = {"method": items[0]["method"], "decode": items[0].get("decode"),
-                       "curve": curve_name(items[0]), "count": len(items)}
-        fields = [k for k in items[0] if k not in entry and not k.startswith("_") and k != "patches"]
-        for field in fields:
-            values = [r.get(field) for r in items]
-            if all(_is_number(v) for v in values):
-                finite = [float(v) for v in values if not math.isnan(v)]
-                entry[field] = statistics.fmean(finite) if finite else float("nan")
-                if len(finite) < len(values):
-                    entry[f"{field}_count"] = len(finite)
-            elif all(isinstance(v, str) or v is None for v in values) and len(set(values)) == 1 and field != "image":
-                entry[field] = values[0]
-        for field in ("encode_s", "decode_s"):
-            times = [r[field] for r in items if _is_number(r.get(field))]
-            if times:
-                entry[f"median_{field}"] = statistics.median(times)
-        if any("patches" in r for r in items):
-            entry["patches"] = sum(int(r.get("patches", 0)) for r in items)
-        with_features = [r for r in items if "_fid_real" in r]
-        if fid and with_features:
-            from .metrics.fid import fid_kid
-
-            real = torch.from_numpy(np.concatenate([r["_fid_real"] for r in with_features]))
-            fake = torch.from_numpy(np.concatenate([r["_fid_fake"] for r in with_features]))
-            scores = fid_kid(real, fake)
-            entry.update(fid=scores["fid"], kid=scores["kid"], kid_std=scores["kid_std"])
-        summary[key] = entry
-    return summary

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UnsupportedImageError
+from ..errors import UnsupportedImageError
 
 MAX_SIDE = 65535
 GRAYSCALE_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I", "F")
@@ -84,7 +84,7 @@ def to_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> tuple[torch.Ten
     else:
         raise UnsupportedImageError(
             f"unsupported image type {type(image).__name__}: pass a PIL.Image.Image, numpy array or torch tensor"
-            " (open files with rdc_diffusers.image_io.open_image first)")
+            " (open files with rdc_diffusers.media.image_io.open_image first)")
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return x.contiguous(), mode

@@ -11,8 +11,9 @@ import struct
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .bitstream import MAGIC, MAX_NAME_BYTES, MODEL_ID_SIZE, check_int, read_sections, seal, verified_body
-from .errors import RDCFormatError, RDCModelMismatchError
+from ..errors import RDCFormatError, RDCModelMismatchError
+from .container import MODEL_ID_SIZE, U32, check_int, decode_name, encode_name, read_sections, seal, verified_body
+from .rdc import MAGIC
 
 __all__ = ["FRAME_SECTIONS", "VIDEO_FORMAT_VERSION", "VIDEO_MAGIC", "RDCVFile", "RDCVHeader", "check_models",
            "decode_video_file", "encode_video_file"]
@@ -27,7 +28,6 @@ _FRAME_TYPES = ("I", "P")  # the index is the byte written
 _PREFIX = struct.Struct(">4sBBHHIIHI8s8sB")
 # seed | num_inference_steps
 _MIDDLE = struct.Struct(">QH")
-_U32 = struct.Struct(">I")
 MAX_FRAMES = 100_000
 
 
@@ -66,9 +66,7 @@ def encode_video_file(file: RDCVFile) -> bytes:
         value = getattr(h, name)
         if not isinstance(value, (bytes, bytearray)) or len(value) != MODEL_ID_SIZE:
             raise ValueError(f"{name} must be {MODEL_ID_SIZE} bytes, got {value!r}")
-    name = h.model_name.encode("utf-8")
-    if len(name) > MAX_NAME_BYTES:
-        raise ValueError(f"model_name must be at most {MAX_NAME_BYTES} utf-8 bytes, got {len(name)}")
+    name = encode_name(h.model_name)
     seed = check_int("seed", h.seed, 0, 2**64 - 1)
     steps = check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
     count = check_int("frame count", len(file.frame_types), 1, MAX_FRAMES)
@@ -97,7 +95,7 @@ def decode_video_file(data: bytes | bytearray | memoryview) -> RDCVFile:
     """
     is_image = isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[: len(MAGIC)]) == MAGIC
     hint = " (this is an .rdc image file: use decompress, not decompress-video)" if is_image else ""
-    minimum = _PREFIX.size + _MIDDLE.size + 1 + 2 * _U32.size + _U32.size
+    minimum = _PREFIX.size + _MIDDLE.size + 1 + 2 * U32.size + U32.size
     body = verified_body(data, VIDEO_MAGIC, VIDEO_FORMAT_VERSION, minimum, ".rdcv", hint)
 
     # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
@@ -110,10 +108,7 @@ def decode_video_file(data: bytes | bytearray | memoryview) -> RDCVFile:
     pos = _PREFIX.size
     if pos + name_len + _MIDDLE.size + count > len(body):
         raise RDCFormatError("header runs past the end of the file")
-    try:
-        model_name = body[pos : pos + name_len].decode("utf-8")
-    except UnicodeDecodeError:
-        raise RDCFormatError("model name is not valid utf-8") from None
+    model_name = decode_name(body, pos, name_len)
     pos += name_len
     seed, steps = _MIDDLE.unpack_from(body, pos)
     pos += _MIDDLE.size

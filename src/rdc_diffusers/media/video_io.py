@@ -20,8 +20,8 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from ..errors import UnsupportedImageError, UnsupportedVideoError
 from .atomic_write import write_atomically
-from .errors import UnsupportedImageError, UnsupportedVideoError
 from .image_io import IMAGE_SUFFIXES, open_image, to_output, to_tensor
 
 __all__ = ["Video", "VideoStream", "check_video_target", "open_video", "read_video", "save_frames", "write_frames",

@@ -10,17 +10,14 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .text import plural
+from ..errors import MissingResultsError
+from ..text import plural
 
 TAGS = ["image-compression", "diffusion", "learned-compression", "compressai", "rdc-diffusers"]
 METRICS = [("bpp", "bpp", "bits per pixel (whole file)"), ("psnr", "psnr", "PSNR (dB)"),
            ("ms_ssim", "ms_ssim", "MS-SSIM"), ("lpips", "lpips", "LPIPS (AlexNet)")]
 """(results key, model-index type, name); fid/kid are added when the results carry them."""
 OPTIONAL_METRICS = [("fid", "fid", "FID"), ("kid", "kid", "KID")]
-
-
-class MissingResultsError(LookupError):
-    """A model has no benchmark entry: its card would have no measured numbers, so it is not written."""
 
 
 def load_summaries(paths: Iterable[str | Path]) -> list[dict]:

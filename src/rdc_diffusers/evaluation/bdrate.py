@@ -118,7 +118,7 @@ def compare_to_baseline(results: dict, baseline: dict, metrics: Sequence[str] = 
     "test_<metric>", "delta_<metric>"}], "worse": [keys where a metric is worse], "uncovered": [keys outside the
     test curve's rates]}``. LPIPS is worse when it is higher.
     """
-    from .evaluation import group_name
+    from .results import group_name
 
     def model_curves(result: dict) -> dict[str, list[dict]]:
         return {name: entries for name, entries in curves(result).items() if not is_classical_curve(entries)}

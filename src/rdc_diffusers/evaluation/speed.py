@@ -1,7 +1,7 @@
 """Speed and memory of encoding and decoding one image: per scheduler and step count, codec-only, encode.
 
-Each configuration runs in its **own Python process** (``python -m rdc_diffusers.speed --child ...``), because
-peak memory is a per-process high-water mark: measured in one long process, every configuration after the
+Each configuration runs in its **own Python process** (``python -m rdc_diffusers.evaluation.speed --child ...``),
+because peak memory is a per-process high-water mark: measured in one long process, every configuration after the
 largest would report the largest one's peak. In that child:
 
 * time: one untimed warm-up run, then ``repeats`` timed runs (``time.perf_counter``, with
@@ -31,16 +31,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .schedulers import use_scheduler
-from .text import plural
+from ..schedulers import use_scheduler
+from ..text import plural
 
 STEPS = (1, 2, 4, 8, 16, 50)
-SCHEDULERS = ("ddpm", "ddim", "dpm")  # the speed table's samplers, by the short names `rdc --scheduler` takes
+TABLE_SCHEDULERS = ("ddpm", "ddim", "dpm")  # the speed table's samplers, by the short names `rdc --scheduler` takes
 
-__all__ = ["SCHEDULERS", "STEPS", "measure", "speed_configs", "speed_table"]
+__all__ = ["TABLE_SCHEDULERS", "STEPS", "measure", "speed_configs", "speed_table"]
 
 
-def speed_configs(schedulers: Sequence[str] = SCHEDULERS, steps: Sequence[int] = STEPS) -> list[dict]:
+def speed_configs(schedulers: Sequence[str] = TABLE_SCHEDULERS, steps: Sequence[int] = STEPS) -> list[dict]:
     """The configurations of a speed table, in the order they are measured."""
     configs = [{"operation": "encode", "scheduler": None, "steps": 0},
                {"operation": "decode", "scheduler": None, "steps": 0}]
@@ -68,8 +68,8 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
     """Measure one configuration in this process (see the module doc; :func:`speed_table` isolates each one)."""
     import torch
 
-    from .image_io import open_image
-    from .pipelines.pipeline_rdc import RDCPipeline
+    from ..media.image_io import open_image
+    from ..pipelines.pipeline_rdc import RDCPipeline
 
     if operation not in ("encode", "decode"):
         raise ValueError(f"operation must be 'encode' or 'decode', got {operation!r}")
@@ -114,7 +114,7 @@ def measure(model: str, image: str | Path, operation: str, scheduler: str | None
     return result
 
 
-def speed_table(model: str, image: str | Path, *, schedulers: Sequence[str] = SCHEDULERS,
+def speed_table(model: str, image: str | Path, *, schedulers: Sequence[str] = TABLE_SCHEDULERS,
                 steps: Sequence[int] = STEPS, repeats: int = 3, device: str = "cpu", threads: int | None = None,
                 quality: float | None = None, log=None) -> list[dict]:
     """Measure every configuration of :func:`speed_configs`, each in a fresh child process; one row each."""
@@ -122,7 +122,7 @@ def speed_table(model: str, image: str | Path, *, schedulers: Sequence[str] = SC
     for config in speed_configs(schedulers, steps):
         request = {"model": str(model), "image": str(image), "repeats": repeats, "device": device,
                    "threads": threads, "quality": quality, **config}
-        done = subprocess.run([sys.executable, "-m", "rdc_diffusers.speed", "--child", json.dumps(request)],
+        done = subprocess.run([sys.executable, "-m", "rdc_diffusers.evaluation.speed", "--child", json.dumps(request)],
                               capture_output=True, text=True, env=dict(os.environ))
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines() or ["no output"]

@@ -15,7 +15,7 @@ __all__ = ["PLOTS", "plot_files", "plot_rd"]
 
 def _quality_label(entry: dict) -> str:
     """``"q25"`` for a point of a variable-rate model, ``""`` otherwise (classical codecs, single-rate models)."""
-    from .evaluation import format_quality, is_model_point
+    from .results import format_quality, is_model_point
 
     return f"q{format_quality(entry['quality'])}" if is_model_point(entry) else ""
 

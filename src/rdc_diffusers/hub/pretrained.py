@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_DIR = Path(__file__).parents[1] / "bundled"
 DEFAULT_MODEL = "rdc-bsds"
 """The model the README's command and `rdc` use when none is named."""
 
@@ -78,12 +78,13 @@ def resolve_bundled_names_in_diffusers() -> None:
 
     diffusers' ``from_pretrained`` hands every name that is not a folder to the classmethod
     ``DiffusionPipeline.download`` (pipelines/pipeline_utils.py), which knows only the Hub and its cache; there is
-    no hook for another source of local folders. So registering with diffusers (``hub.register_with_diffusers``)
-    wraps that one classmethod, explicitly and once: a bundled name returns its folder before the Hub is asked;
-    offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) a name the cache does not hold fails at once,
-    without diffusers' "Couldn't connect to the Hub" log line and "see the stacktrace above" error; every other
-    name goes to diffusers' own ``download`` unchanged, and only its failure for an owner-less name (``rdc-bsds-q9``,
-    not ``org/model``) is reworded. ``RDCPipeline`` and ``RDCVideoPipeline`` inherit the wrapped ``download``.
+    no hook for another source of local folders. So registering with diffusers
+    (``hub.registration.register_with_diffusers``) wraps that one classmethod, explicitly and once: a bundled name
+    returns its folder before the Hub is asked; offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) a name
+    the cache does not hold fails at once, without diffusers' "Couldn't connect to the Hub" log line and "see the
+    stacktrace above" error; every other name goes to diffusers' own ``download`` unchanged, and only its failure
+    for an owner-less name (``rdc-bsds-q9``, not ``org/model``) is reworded. ``RDCPipeline`` and
+    ``RDCVideoPipeline`` inherit the wrapped ``download``.
     """
     import functools
 

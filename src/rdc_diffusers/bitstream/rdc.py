@@ -6,12 +6,11 @@ file can be wrong surfaces as one exception type, :class:`~rdc_diffusers.errors.
 
 from __future__ import annotations
 
-import operator
 import struct
-import zlib
 from dataclasses import dataclass
 
-from .errors import RDCFormatError, RDCModelMismatchError
+from ..errors import RDCFormatError, RDCModelMismatchError
+from .container import MODEL_ID_SIZE, U32, check_int, decode_name, encode_name, read_sections, seal, verified_body
 
 __all__ = [
     "FORMAT_VERSION",
@@ -40,8 +39,6 @@ MODES: tuple[str, ...] = (
     "I", "F", "CMYK", "YCbCr", "RGBX", "LAB", "HSV", "La", "RGBa", "I;16N",
 )  # fmt: skip
 
-MODEL_ID_SIZE = 8
-MAX_NAME_BYTES = 255
 MAX_SECTIONS = 255
 QUALITY_SCALE = 100  # the quality and the strength are stored in hundredths
 MAX_QUALITY_STORED = 100 * QUALITY_SCALE
@@ -52,9 +49,8 @@ _PREFIX = struct.Struct(">4sBBHHB8sB")
 # seed | num_inference_steps | quality (hundredths) | strength (hundredths) | n_sections
 _MIDDLE = struct.Struct(">QHHBB")
 _MIDDLE_V2 = struct.Struct(">QHHB")
-_U32 = struct.Struct(">I")
 # The smallest well-formed file: empty name, one empty section.
-MIN_FILE_SIZE = _PREFIX.size + _MIDDLE.size + _U32.size + _U32.size
+MIN_FILE_SIZE = _PREFIX.size + _MIDDLE.size + U32.size + U32.size
 _MIN_FILE_SIZE_V2 = MIN_FILE_SIZE - 1
 
 
@@ -81,19 +77,6 @@ class RDCFile:
     sections: tuple[bytes, ...]  # 1..255 sections
 
 
-def check_int(name: str, value: object, lo: int, hi: int) -> int:
-    """Return ``value`` as an int in ``[lo, hi]``; ``TypeError``/``ValueError`` otherwise (a caller's bug)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if not lo <= number <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
-    return number
-
-
 def encode_file(file: RDCFile) -> bytes:
     """Serialize ``file``; bad fields raise ``ValueError`` (``TypeError`` for wrong types), never a bad file."""
     h = file.header
@@ -105,11 +88,7 @@ def encode_file(file: RDCFile) -> bytes:
         raise TypeError(f"model_id must be bytes, got {type(h.model_id).__name__}")
     if len(h.model_id) != MODEL_ID_SIZE:
         raise ValueError(f"model_id must be {MODEL_ID_SIZE} bytes, got {h.model_id!r}")
-    if not isinstance(h.model_name, str):
-        raise TypeError(f"model_name must be a str, got {type(h.model_name).__name__}")
-    name = h.model_name.encode("utf-8")
-    if len(name) > MAX_NAME_BYTES:
-        raise ValueError(f"model_name must be at most {MAX_NAME_BYTES} utf-8 bytes, got {len(name)}")
+    name = encode_name(h.model_name)
     seed = check_int("seed", h.seed, 0, 2**64 - 1)
     steps = check_int("num_inference_steps", h.num_inference_steps, 0, 0xFFFF)
     quality = check_hundredths("quality", h.quality, MAX_QUALITY_STORED)
@@ -137,18 +116,6 @@ def check_hundredths(name: str, value: object, stored_max: int) -> int:
     return stored
 
 
-def seal(body: bytearray, sections: list[bytes]) -> bytes:
-    """The tail both formats share: the u32 section lengths, the sections, then the CRC-32 of everything."""
-    for i, section in enumerate(sections):
-        if len(section) > 0xFFFFFFFF:
-            raise ValueError(f"section {i} is {len(section)} bytes, more than a u32 length can record")
-        body += _U32.pack(len(section))
-    for section in sections:
-        body += section
-    body += _U32.pack(zlib.crc32(body))
-    return bytes(body)
-
-
 def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     """Parse an ``.rdc`` file; any bad input raises :class:`RDCFormatError` and nothing else.
 
@@ -170,10 +137,7 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
     pos = _PREFIX.size
     if pos + name_len + middle.size > len(body):
         raise RDCFormatError("model name runs past the end of the header")
-    try:
-        model_name = body[pos : pos + name_len].decode("utf-8")
-    except UnicodeDecodeError:
-        raise RDCFormatError("model name is not valid utf-8") from None
+    model_name = decode_name(body, pos, name_len)
     pos += name_len
     if middle is _MIDDLE:
         seed, steps, quality, strength, n_sections = middle.unpack_from(body, pos)
@@ -200,55 +164,6 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
         strength=strength / QUALITY_SCALE,
     )
     return RDCFile(header=header, sections=sections)
-
-
-def verified_body(data: bytes | bytearray | memoryview, magic: bytes, version: int, minimum: int, kind: str,
-                  foreign_hint: str = "", retired: dict[int, str] | None = None, oldest: int | None = None) -> bytes:
-    """The checks both formats open with (type, magic, length, version, CRC); returns the bytes before the CRC.
-
-    Versions ``oldest..version`` are read (default: ``version`` only). The version is checked before the CRC
-    because a newer version may lay the file out differently.
-    """
-    if isinstance(data, memoryview):
-        data = data.tobytes()
-    elif isinstance(data, bytearray):
-        data = bytes(data)
-    elif not isinstance(data, bytes):
-        raise RDCFormatError(f"expected bytes, bytearray or memoryview, got {type(data).__name__}")
-
-    # Foreign data is reported as foreign even when it is short; a prefix of the magic is truncation.
-    if data[: len(magic)] != magic[: len(data)]:
-        raise RDCFormatError(f"not an {kind} file (bad magic bytes){foreign_hint}")
-    if len(data) < minimum:
-        raise RDCFormatError(f"truncated file: {len(data)} bytes, an {kind} file has at least {minimum}")
-    found = data[len(magic)]
-    if found in (retired or {}):
-        raise RDCFormatError(f"format version {found} is no longer read by this reader (it reads {version}): "
-                             f"{retired[found]}")
-    if found > version:
-        raise RDCFormatError(f"written by a newer format version {found}; this reader supports {version}")
-    if found < (version if oldest is None else oldest):
-        raise RDCFormatError(f"unknown format version {found}; this reader supports {version}")
-    (stored_crc,) = _U32.unpack_from(data, len(data) - _U32.size)
-    body = data[: -_U32.size]
-    if zlib.crc32(body) != stored_crc:
-        raise RDCFormatError("checksum mismatch: the file is corrupted or truncated")
-    return body
-
-
-def read_sections(body: bytes, pos: int, count: int) -> tuple[bytes, ...]:
-    """The ``count`` sections whose u32 length table starts at ``pos``; they must fill the rest of ``body``."""
-    if pos + count * _U32.size > len(body):
-        raise RDCFormatError("section table runs past the end of the file")
-    lengths = struct.unpack_from(f">{count}I", body, pos)
-    pos += count * _U32.size
-    if pos + sum(lengths) != len(body):
-        raise RDCFormatError(f"section lengths add up to {sum(lengths)} bytes but the file holds {len(body) - pos}")
-    sections = []
-    for n in lengths:
-        sections.append(body[pos : pos + n])
-        pos += n
-    return tuple(sections)
 
 
 def check_model(header: RDCHeader, model_id: bytes, model_name: str) -> None:
