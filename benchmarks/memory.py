@@ -6,7 +6,7 @@ of long clips, streamed.
 
 The test image of each size is the first photo of ``--source`` resized (Lanczos) to 3840×2160 (4K) or 7680×4320
 (8K). Each measurement runs in a fresh process (``python benchmarks/memory.py --child ...``) so its peak resident
-set size (``ru_maxrss``, which includes Python, torch and the model: about 0.7 GB before any image) belongs to
+set size (``ru_maxrss``, which includes Python, torch and the model: about 0.9 GiB before any image) belongs to
 that one operation: ``encode`` (image file -> ``.rdc``), ``fast`` (``.rdc`` -> x_init) and ``refined`` (the default
 refined decode). ``--whole`` sizes are also measured with ``tile_size=0`` (what every decode did before tiling).
 ``--clips``: clips of that many 416×240 frames, the 32 frames of ``--video`` played forwards and backwards (each
@@ -127,8 +127,8 @@ def write_results(out: Path, info: dict, rows: list[dict]) -> None:
     (out / "memory.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
     lines = [f"# Peak memory of `{info['model']}` on large images and long clips", "",
              f"Image: `{info['source']}` resized; {info['threads']} threads; command: `{info['command']}`. Peak RSS is "
-             "the whole process (Python, torch and the model included: about 1 GB before any image).", "",
-             "| input | tiling | operation | peak RSS GB | seconds |", "|---|---|---|---|---|"]
+             "the whole process (Python, torch and the model included: about 0.9 GiB before any image).", "",
+             "| input | tiling | operation | peak RSS GiB | seconds |", "|---|---|---|---|---|"]
     lines += [f"| {r['size']} | {r['tiling']} | {r['op']} | {r['peak_rss_gb']:.2f} | {r['seconds']:.1f} |"
               for r in rows]
     (out / "memory.md").write_text("\n".join(lines) + "\n")

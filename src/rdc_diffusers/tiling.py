@@ -101,7 +101,7 @@ def release_freed_memory() -> None:
     A tile's activations are freed before the next tile's are allocated, but glibc serves the middle-sized ones
     (below its adaptive mmap threshold, up to 32 MB) from a heap that fragments and keeps their pages: over the 40
     tiles of a 4K refined decode the resident size crept from 1.6 to 2.3 GB. Trimming after each tile keeps it at
-    what one tile needs (1.7 GB peak, benchmarks/results/memory); a trim costs milliseconds, a tile seconds.
+    what one tile needs (1.8 GiB peak, benchmarks/results/memory); a trim costs milliseconds, a tile seconds.
     """
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
