@@ -9,6 +9,12 @@ model ``<output>`` it was trained with, checked on the frames of ``--data`` (a c
     python examples/export_fp16.py src/rdc_diffusers/bundled/rdc-bsds --inter-codec runs/inter/inter_codec \
         --data ../shared/data/video/BasketballPass_416x240 --output src/rdc_diffusers/bundled/rdc-bsds --force
 
+With ``--refiner``, a refiner pipeline (``train_rdc.py refiner``) is exported into ``<output>/refiner`` beside the
+image model, checked on ``--data`` coded as JPEG, WebP and AVIF at Pillow quality 30 (plain and refined decodes):
+
+    python examples/export_fp16.py src/rdc_diffusers/bundled/rdc-bsds --refiner runs/refiner/pipeline \
+        --limit 8 --output src/rdc_diffusers/bundled/rdc-bsds --force
+
 Only the *storage* is float16: the parameters are rounded to float16 and saved that way, and loading
 upcasts them to float32 again (the codec always runs in float32, see ``RDCCodec.from_pretrained``). The
 rounded weights *are* the shipped model, so the entropy tables are rebuilt from them before saving, and
@@ -44,10 +50,24 @@ def round_to_half(pipe: RDCPipeline) -> RDCPipeline:
     """A copy whose codec and unet parameters are float16 values (held in float32), tables rebuilt."""
     rounded = copy.deepcopy(pipe)
     for model in (rounded.codec, rounded.unet):
-        for param in model.parameters():
-            param.data = param.data.half().float()
+        round_parameters(model)
     rounded.codec.update(force=True)
     return rounded
+
+
+def round_parameters(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every parameter rounded to a float16 value (held in float32); buffers stay as they are."""
+    for param in model.parameters():
+        param.data = param.data.half().float()
+    return model
+
+
+def forget_origin(folder: Path) -> None:
+    """Drop ``_name_or_path`` from the configs below ``folder``: where it was loaded from is no part of the model."""
+    for config in folder.glob("**/*.json"):
+        values = json.loads(config.read_text())
+        if values.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def store_parameters_as_half(model: torch.nn.Module, folder: Path) -> None:
@@ -74,9 +94,12 @@ def main() -> None:
                         help="refinement steps new files record (default: keep the model's); chosen from validation")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--inter-codec", type=Path, default=None, help="export this inter codec (see above)")
+    parser.add_argument("--refiner", type=Path, default=None, help="export this refiner pipeline (see above)")
     args = parser.parse_args()
     if args.inter_codec is not None:
         return export_inter_codec(args)
+    if args.refiner is not None:
+        return export_refiner(args)
     if args.output.exists() and not args.force:
         raise SystemExit(f"{args.output} exists; pass --force to overwrite it")
 
@@ -105,10 +128,7 @@ def main() -> None:
     half.save_pretrained(args.output)
     for name in ("codec", "unet"):
         store_parameters_as_half(getattr(half, name), args.output / name)
-    for config in args.output.glob("**/*.json"):  # where it was loaded from is no part of the model
-        values = json.loads(config.read_text())
-        if values.pop("_name_or_path", None) is not None:
-            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    forget_origin(args.output)
     (args.output / "README.md").unlink()  # the card with measured numbers is model_cards/<name>.md
     reloaded = RDCPipeline.from_pretrained(args.output)
     if reloaded.codec.fingerprint() != half.codec.fingerprint():
@@ -128,9 +148,7 @@ def export_inter_codec(args: argparse.Namespace) -> None:
         raise SystemExit(f"{target} exists; pass --force to overwrite it")
     image = RDCPipeline.from_pretrained(args.model)
     full = RDCInterCodec.from_pretrained(args.inter_codec)
-    half = copy.deepcopy(full)
-    for param in half.parameters():
-        param.data = param.data.half().float()
+    half = round_parameters(copy.deepcopy(full))
     half.update(force=True)
     frames = read_video(args.data, max_frames=args.limit).frames
     source = torch.stack([torch.from_numpy(np.array(f)).permute(2, 0, 1) for f in frames]).float() / 255
@@ -151,13 +169,49 @@ def export_inter_codec(args: argparse.Namespace) -> None:
         raise SystemExit(f"float16 storage costs {report['psnr_drop_db']:.3f} dB > {args.max_drop} dB; not written")
     half.save_pretrained(target)
     store_parameters_as_half(half, target)
-    config = json.loads((target / "config.json").read_text())
-    config.pop("_name_or_path", None)
-    (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    forget_origin(target)
     if RDCInterCodec.from_pretrained(target).fingerprint() != half.fingerprint():
         raise SystemExit("the float16 files do not reload to the measured model; not trusted")
     (args.output / "training").mkdir(exist_ok=True)
     (args.output / "training" / "inter_fp16_check.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def export_refiner(args: argparse.Namespace) -> None:
+    """Round the refiner's parameters (analysis transform and unet) to float16; keep them if its refined decodes of
+    JPEG / WebP / AVIF files lose at most ``--max-drop`` dB of mean PSNR."""
+    from rdc_diffusers import RDCRefinerPipeline
+    from rdc_diffusers.media.image_io import open_image, to_tensor
+    from rdc_diffusers.media.standard_codecs import FORMATS
+    from rdc_diffusers.metrics.quality import psnr
+
+    target = args.output / "refiner"
+    if target.exists() and not args.force:
+        raise SystemExit(f"{target} exists; pass --force to overwrite it")
+    full = RDCRefinerPipeline.from_pretrained(args.refiner)
+    full.set_progress_bar_config(disable=True)
+    half = copy.deepcopy(full)
+    for model in (half.codec, half.unet):
+        round_parameters(model)
+    images = [open_image(p) for p in list_images(args.data)[: args.limit]]
+    report = {"images": len(images), "data": str(args.data), "quality": 30, "max_drop_db": args.max_drop}
+    for base in FORMATS:
+        files = [full.compress(image, format=base, quality=30) for image in images]
+        for name, pipe in (("fp32", full), ("fp16", half)):
+            report[f"psnr_refined_{base}_{name}"] = statistics.fmean(
+                psnr(pipe.decompress(data, output_type="pt").images, to_tensor(image)[0])
+                for data, image in zip(files, images, strict=True))
+    report["psnr_drop_db"] = max(report[f"psnr_refined_{b}_fp32"] - report[f"psnr_refined_{b}_fp16"] for b in FORMATS)
+    print(json.dumps(report, indent=2))
+    if report["psnr_drop_db"] > args.max_drop:
+        raise SystemExit(f"float16 storage costs {report['psnr_drop_db']:.3f} dB > {args.max_drop} dB; not written")
+    half.save_pretrained(target)
+    for name in ("codec", "unet"):
+        store_parameters_as_half(getattr(half, name), target / name)
+    forget_origin(target)
+    (target / "README.md").unlink(missing_ok=True)  # the model's card is model_cards/<name>.md
+    (target / "pipeline.py").unlink(missing_ok=True)
+    (args.output / "training").mkdir(exist_ok=True)
+    (args.output / "training" / "refiner_fp16_check.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from rdc_diffusers.training import (
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["codec", "residual", "inter"])
+    parser.add_argument("stage", choices=["codec", "residual", "inter", "refiner"])
     parser.add_argument("--train-dir", required=True)
     parser.add_argument("--val-dir", default="../shared/data/bsds_test", help="first 4 images, centre 256 crops")
     parser.add_argument("--output", required=True)
@@ -61,7 +61,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fixed-quality", type=float,
                         help="codec stage: train every crop at this one quality (a single-rate model, for the "
                              "equal-budget comparison) instead of each at a random one; validated there")
-    parser.add_argument("--codec", help="residual and inter stages: folder of the trained (frozen) image codec")
+    parser.add_argument("--codec", help="residual and inter stages: folder of the trained (frozen) image codec; "
+                                        "refiner stage: the codec whose analysis transform starts the refiner's")
+    parser.add_argument("--bases", nargs="+", default=["jpeg", "webp", "avif"],
+                        help="refiner stage: the standard codecs whose decodes it learns to refine")
     parser.add_argument("--frames", type=int, default=3, help="inter stage: frames per synthetic clip (1 I + P)")
     parser.add_argument("--mode", choices=["residual", "cdc"], default="residual",
                         help="residual stage: RDC's residual r = x − x_init, or the CDC-style ablation that "
@@ -322,11 +325,9 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     Half of the batches (``--few-step-fraction``) start where a 1-8 step DDIM sampler really is, from the
     model's own earlier steps (``sampler_state``); the others at a uniform timestep of a noised true residual.
     """
-    from diffusers import DDIMScheduler, DDPMScheduler
-    from diffusers.training_utils import EMAModel
+    from diffusers import DDIMScheduler
 
     from rdc_diffusers import RDCPipeline, ResidualUNet
-    from rdc_diffusers.metrics.lpips import lpips
     from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
     output = Path(args.output)
@@ -344,16 +345,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
             block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,
             residual_scale=scale, residual=not cdc,
         )
-    noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=args.prediction_type)
-    sampler = DDIMScheduler.from_config(noise_scheduler.config)
-    ema = EMAModel(unet.parameters(), decay=args.ema_decay)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr)
-    unet_base = unet.base
-    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    unet, loader, optimizer, ema, noise_scheduler, sampler, step = denoiser_training(args, accelerator, unet, loader)
     codec.to(accelerator.device)
-    ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
-    step = resume(accelerator, output, optimizer)
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
     def make_pipeline(model: ResidualUNet) -> RDCPipeline:
@@ -367,28 +360,15 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         with torch.no_grad():
             coded = codec(x, quality)
             x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
-        base = unet_base(x_init)
-        r = (x - base) * scale
-        noise = torch.randn_like(r)
-        cond = {"x_init": x_init, "y_hat": y_hat, "quality": quality}
-        if torch.rand(()) < args.few_step_fraction:
-            steps = SAMPLER_STEPS[torch.randint(len(SAMPLER_STEPS), ()).item()]
-            r_t, t = sampler_state(sampler, accelerator.unwrap_model(unet), noise, cond, steps,
-                                   k=torch.randint(steps, ()).item())
-        else:
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
-            r_t = noise_scheduler.add_noise(r, noise, t)
-        pred = unet(r_t, t, **cond).sample
-        x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
-        mse = image_mse(x0, x)
-        perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
-        loss = mse + args.rho * perceptual
+        losses = residual_losses(args, unet, noise_scheduler, sampler, x, {"x_init": x_init, "y_hat": y_hat,
+                                                                          "quality": quality})
+        loss = losses["loss"]
         optimizer.zero_grad()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         ema.step(unet.parameters())
-        return {"loss": loss, "mse": mse, "lpips": perceptual}
+        return losses
 
     def validate() -> dict:
         with ema_weights(ema, accelerator.unwrap_model(unet)):
@@ -400,6 +380,149 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         unet = accelerator.unwrap_model(unet)
         ema.copy_to(unet.parameters())
         make_pipeline(unet).save_pretrained(output / "pipeline")
+
+
+BASE_QUALITIES = {"jpeg": (5, 60), "webp": (0, 70), "avif": (0, 65)}
+"""Pillow qualities each base codec is trained over (uniformly): about 0.1-1 bpp on photos, where its artefacts are
+visible (JPEG 15 / 50, WebP 10 / 50, AVIF 10 / 45 gave 0.49 / 0.99, 0.34 / 0.79, 0.14 / 0.54 bpp on the
+validation crops)."""
+BASE_VALIDATION_QUALITIES = {"jpeg": (10, 25, 50), "webp": (5, 30, 60), "avif": (5, 30, 55)}
+
+
+def base_decodes(x: torch.Tensor, formats: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each crop of ``x`` coded by its base codec at a random quality of its range and decoded by Pillow, as a
+    receiver of the file decodes it: ``(x_init, bpp)``."""
+    from rdc_diffusers import BaseCodec
+
+    decoded, bpp = [], []
+    for crop, name in zip(x, formats, strict=True):
+        lo, hi = BASE_QUALITIES[name]
+        picture = Image.fromarray((crop * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+        data = BaseCodec.encode(picture, name, int(torch.randint(lo, hi + 1, ()).item()))
+        decoded.append(BaseCodec.decode(data)[0])
+        bpp.append(8 * len(data) / (crop.shape[-1] * crop.shape[-2]))
+    return torch.cat(decoded).to(x.device), torch.tensor(bpp)
+
+
+def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
+    """Issue 13: the residual UNet (``--init``) and an analysis transform (from ``--codec``'s) learn to refine
+    JPEG / WebP / AVIF decodes: each crop is coded by a random one of ``--bases`` at a random quality, ŷ is the
+    analysis transform of its decode (computed by the receiver: no bits), the quality input comes from the file's
+    rate (``BaseCodec.rate_quality``). The loss is the residual stage's; the UNet keeps its ``residual_scale``."""
+    from diffusers import DDIMScheduler
+
+    from rdc_diffusers import BaseCodec, RDCRefinerPipeline, ResidualUNet
+
+    if not args.init or not args.codec:
+        raise SystemExit("the refiner stage starts from a trained model: give --init (a unet) and --codec")
+    output = Path(args.output)
+    image_codec = RDCCodec.from_pretrained(args.codec)
+    base = BaseCodec(N=image_codec.config.N, M=image_codec.config.M)
+    base.g_a.load_state_dict(image_codec.g_a.state_dict())
+    unet = warm_start(ResidualUNet, args.init)
+    models = torch.nn.ModuleDict({"unet": unet, "codec": base})
+    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    models, loader, optimizer, ema, noise_scheduler, sampler, step = denoiser_training(args, accelerator, models,
+                                                                                       loader)
+    val_images = validation_images(args.val_dir).to(accelerator.device)
+
+    def make_pipeline(models: torch.nn.ModuleDict) -> RDCRefinerPipeline:
+        pipe = RDCRefinerPipeline(codec=models["codec"], unet=models["unet"], scheduler=DDIMScheduler.from_config(
+            noise_scheduler.config), default_num_inference_steps=args.default_steps)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def train_step(x: torch.Tensor) -> dict:
+        formats = [args.bases[i] for i in torch.randint(len(args.bases), (x.shape[0],)).tolist()]
+        x_init, bpp = base_decodes(x, formats)
+        cond = {"x_init": x_init, "y_hat": models["codec"](x_init),
+                "quality": BaseCodec.rate_quality(bpp).to(x.device)}
+        losses = residual_losses(args, models["unet"], noise_scheduler, sampler, x, cond)
+        optimizer.zero_grad()
+        accelerator.backward(losses["loss"])
+        accelerator.clip_grad_norm_(models.parameters(), 1.0)
+        optimizer.step()
+        ema.step(models.parameters())
+        return losses
+
+    def validate() -> dict:
+        with ema_weights(ema, accelerator.unwrap_model(models)):
+            return validate_refiner(make_pipeline(accelerator.unwrap_model(models)), val_images, args.bases)
+
+    log(step, {"residual_scale": unet.config.residual_scale, "params": sum(p.numel() for p in models.parameters())})
+    run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)
+    if accelerator.is_main_process:
+        models = accelerator.unwrap_model(models)
+        ema.copy_to(models.parameters())
+        make_pipeline(models).save_pretrained(output / "pipeline")
+
+
+@torch.no_grad()
+def validate_refiner(pipe, images: torch.Tensor, bases: list[str]) -> dict:
+    """PSNR and LPIPS of each base codec's plain decode and of the one-step refined one, from real files."""
+    from rdc_diffusers.metrics.lpips import lpips
+
+    pipe.unet.eval()
+    scores = {}
+    for name in bases:
+        for quality in BASE_VALIDATION_QUALITIES[name]:
+            files = [pipe.compress(x, format=name, quality=quality) for x in images]
+            scores[f"val_bpp_{name}{quality}"] = sum(8 * len(f) for f in files) / images[:, 0].numel()
+            for decode, kwargs in (("fast", {"refine": False}), ("1step", {"num_inference_steps": 1})):
+                out = torch.cat([pipe.decompress(f, output_type="pt", **kwargs).images for f in files])
+                scores[f"val_psnr_{decode}_{name}{quality}"] = psnr(out.to(images.device), images)
+                scores[f"val_lpips_{decode}_{name}{quality}"] = lpips(out.to(images.device), images).mean().item()
+    pipe.unet.train()
+    return scores
+
+
+def denoiser_training(args: argparse.Namespace, accelerator: Accelerator, trained: torch.nn.Module, loader):
+    """What the residual and refiner stages set up alike: the noise schedule and its DDIM sampler (for the UNet's
+    prediction type), EMA weights and AdamW over ``trained``, accelerate, and the step of a checkpoint to resume.
+    Returns ``(trained, loader, optimizer, ema, noise_scheduler, sampler, step)``."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
+
+    unet = trained["unet"] if isinstance(trained, torch.nn.ModuleDict) else trained
+    noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=unet.config.prediction_type)
+    ema = EMAModel(trained.parameters(), decay=args.ema_decay)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=args.lr)
+    trained, optimizer, loader = accelerator.prepare(trained, optimizer, loader)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    step = resume(accelerator, Path(args.output), optimizer)
+    return trained, loader, optimizer, ema, noise_scheduler, DDIMScheduler.from_config(noise_scheduler.config), step
+
+
+def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x: torch.Tensor, cond: dict) -> dict:
+    """The residual stage's loss for clean crops ``x`` given what the decoder has (``cond``: x_init, ŷ, quality).
+
+    Half of the batches (``--few-step-fraction``) start where a 1-8 step DDIM sampler really is, after the model's
+    own earlier steps (``sampler_state``); the others at a uniform timestep of a noised true residual. The loss is
+    taken on the predicted image x̂0 = base(x_init) + r̂0: MSE of [-1, 1] images + ρ·LPIPS (CDC's x0 variant).
+    """
+    from accelerate.utils import extract_model_from_parallel
+
+    from rdc_diffusers.metrics.lpips import lpips
+
+    model = extract_model_from_parallel(unet)
+    scale = model.config.residual_scale
+    base = model.base(cond["x_init"])
+    noise = torch.randn_like(x)
+    if torch.rand(()) < args.few_step_fraction:
+        steps = SAMPLER_STEPS[torch.randint(len(SAMPLER_STEPS), ()).item()]
+        r_t, t = sampler_state(sampler, model, noise, cond, steps, k=torch.randint(steps, ()).item())
+    else:
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)
+        r_t = noise_scheduler.add_noise((x - base) * scale, noise, t)
+    pred = unet(r_t, t, **cond).sample
+    x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
+    mse = image_mse(x0, x)
+    perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
+    return {"loss": mse + args.rho * perceptual, "mse": mse, "lpips": perceptual}
 
 
 @torch.no_grad()
@@ -521,7 +644,8 @@ def main() -> None:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
 
-    {"codec": train_codec, "residual": train_residual, "inter": train_inter}[args.stage](args, accelerator, log)
+    stages = {"codec": train_codec, "residual": train_residual, "inter": train_inter, "refiner": train_refiner}
+    stages[args.stage](args, accelerator, log)
 
 
 if __name__ == "__main__":

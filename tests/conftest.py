@@ -21,7 +21,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 import rdc_diffusers
-from rdc_diffusers import RDCCodec, RDCPipeline, ResidualUNet, pipelines
+from rdc_diffusers import BaseCodec, RDCCodec, RDCPipeline, RDCRefinerPipeline, ResidualUNet, pipelines
 from rdc_diffusers.cli import main
 from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
@@ -52,6 +52,16 @@ def build_tiny_pipeline(seed: int = 0) -> RDCPipeline:
 
 def load_pipeline(path: str | os.PathLike) -> RDCPipeline:
     return pipelines.load_pipeline(path, disable=True)
+
+
+def build_tiny_refiner(seed: int = 0) -> RDCRefinerPipeline:
+    """A refiner on the tiny pipeline's unet, its analysis transform the tiny codec's (as training starts it)."""
+    image = build_tiny_pipeline(seed)
+    base = BaseCodec(N=16, M=24)
+    base.g_a.load_state_dict(image.codec.g_a.state_dict())
+    pipe = RDCRefinerPipeline(codec=base, unet=image.unet, scheduler=image.scheduler, default_format="webp")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def shown_progress(pipe) -> io.StringIO:

@@ -1,10 +1,11 @@
 """The Gradio demo, served on 127.0.0.1 and driven through its named API endpoints with gradio_client."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_image
+from conftest import build_tiny_refiner, random_image
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
@@ -46,7 +47,7 @@ def pixels(path) -> np.ndarray:
 
 def test_endpoints_are_named(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
-        "/compress", "/decompress"}
+        "/compress", "/decompress", "/refine"}
 
 
 def kodak_crop(tmp_path) -> Path:
@@ -136,6 +137,33 @@ def test_uploaded_rdc_file_decodes_with_its_stored_seed_and_steps(client, tiny_p
     assert np.array_equal(pixels(fast), np.asarray(tiny_pipeline.decompress(data, refine=False).images[0]))
     if scheduler == "ddim":  # the model's own scheduler: the same pixels as `rdc decompress`
         assert np.array_equal(pixels(refined), np.asarray(tiny_pipeline.decompress(data).images[0]))
+
+
+def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_path):
+    """The third tab: a standard file, its plain decode and the refined one, with the seed asked for."""
+    model = tmp_path / "tiny-rdc"
+    shutil.copytree(tiny_model_dir, model)
+    refiner = build_tiny_refiner()
+    refiner.save_pretrained(model / "refiner")
+    data = refiner.compress(random_image(40, 56, seed=3), format="jpeg", quality=30)
+    (tmp_path / "x.jpg").write_bytes(data)
+    demo = build_demo({"tiny-rdc": model}, max_pixels=MAX_PIXELS, max_upload_mb=MAX_UPLOAD_MB)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        original, plain, refined, _, table, stats, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            handle_file(tmp_path / "x.jpg"), "tiny-rdc", "ddim", 1, 1, 5, "refined", api_name="/refine")
+    finally:
+        demo.close()
+    assert original is None and stats["base"] == "jpeg" and "jpeg" in table
+    assert np.array_equal(pixels(plain), np.asarray(refiner.decompress(data, refine=False).images[0]))
+    assert np.array_equal(pixels(refined), np.asarray(refiner.decompress(data, seed=5).images[0]))
+
+
+def test_a_model_without_a_refiner_says_so(client, tiny_pipeline, tmp_path):
+    (tmp_path / "x.jpg").write_bytes(build_tiny_refiner().compress(random_image(40, 56), format="jpeg"))
+    with pytest.raises(AppError, match="has no refiner"):
+        client.predict(handle_file(tmp_path / "x.jpg"), "tiny-rdc", "ddim", 1, 1, 0, "refined", api_name="/refine")
 
 
 def test_a_corrupted_rdc_file_gets_a_readable_error(client, tiny_pipeline, tmp_path):

@@ -209,3 +209,20 @@ def test_the_inter_stage_saves_a_p_frame_codec_for_the_video_pipeline(codec_run,
     # The P-frames were trained to continue from I-frames coded at quality 30: clips must use that quality.
     assert inter_codec.config.quality == 30 and pipe.quality == 30
     assert decode_file(pipe.image_pipeline().compress(frames[0])).header.quality == 30
+
+
+def test_the_refiner_stage_learns_on_standard_decodes_and_saves_a_refiner(codec_run, photos, tmp_path):
+    """Issue 13: JPEG / WebP / AVIF decodes of the crops, ŷ from an analysis transform started from the codec's."""
+    from rdc_diffusers import RDCRefinerPipeline
+
+    unet = tmp_path / "unet"
+    build_tiny_pipeline().unet.save_pretrained(unet)
+    out = tmp_path / "refiner"
+    log = train("refiner", "--codec", str(codec_run), "--init", str(unet), "--train-dir", str(photos),
+                "--val-dir", str(photos), "--output", str(out), "--default-steps", "1")
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    assert {f"val_lpips_{d}_{b}" for d in ("fast", "1step") for b in ("jpeg25", "webp30", "avif30")} <= set(log[-1])
+    pipe = RDCRefinerPipeline.from_pretrained(out / "pipeline")
+    assert not torch.equal(pipe.codec.g_a[0].weight, RDCCodec.from_pretrained(codec_run).g_a[0].weight)  # trained
+    data = pipe.compress(random_image(64, 64), format="jpeg", quality=30)
+    assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)

@@ -25,21 +25,25 @@ from .hub.registration import register_when_diffusers_loads
 __version__ = "0.3.0"
 
 _LAZY = {
+    "BaseCodec": ".models.base_codec",
     "RDCCodec": ".models.codec",
     "RDCInterCodec": ".models.inter_codec",
     "ResidualUNet": ".models.residual_unet",
     "RDCPipeline": ".pipelines.pipeline_rdc",
     "RDCPipelineOutput": ".pipelines.pipeline_rdc",
+    "RDCRefinerPipeline": ".pipelines.pipeline_rdc_refiner",
     "RDCVideoPipeline": ".pipelines.pipeline_rdc_video",
     "RDCVideoPipelineOutput": ".pipelines.pipeline_rdc_video",
 }
 """The public names that need torch, each with the module that defines it."""
 
 if TYPE_CHECKING:
+    from .models.base_codec import BaseCodec
     from .models.codec import RDCCodec
     from .models.inter_codec import RDCInterCodec
     from .models.residual_unet import ResidualUNet
     from .pipelines.pipeline_rdc import RDCPipeline, RDCPipelineOutput
+    from .pipelines.pipeline_rdc_refiner import RDCRefinerPipeline
     from .pipelines.pipeline_rdc_video import RDCVideoPipeline, RDCVideoPipelineOutput
 
 
@@ -62,6 +66,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BaseCodec",
     "DecompressionBombError",
     "RDCCodec",
     "RDCError",
@@ -70,6 +75,7 @@ __all__ = [
     "RDCModelMismatchError",
     "RDCPipeline",
     "RDCPipelineOutput",
+    "RDCRefinerPipeline",
     "RDCVideoPipeline",
     "RDCVideoPipelineOutput",
     "RateTargetError",

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import CLIError, RateTargetError, RDCError
 from .media.atomic_write import write_atomically
+from .media.standard_codecs import FORMATS as BASE_CODECS
 from .schedulers import SCHEDULERS, TEMPORAL_NOISE, use_scheduler
 from .text import plural
 
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     encoding.add_argument("--steps", type=STEPS, default=None, help="default refinement steps stored in the file")
     decoding = argparse.ArgumentParser(add_help=False)
     decoding.add_argument("--fast", action="store_true", help="the codecs' decode only (no diffusion)")
-    decoding.add_argument("--steps", type=STEPS, default=None, help="refinement steps (default: from the file)")
+    decoding.add_argument("--steps", type=STEPS, default=None,
+                          help="refinement steps (default: from the file, or the model's)")
     decoding.add_argument("--scheduler", **SCHEDULER_OPTION)
     force = argparse.ArgumentParser(add_help=False)
     force.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default refinement strength stored in the file, 0..1 (0: the fast decode, 1: the "
                                "full diffusion sample; default: the model's)")
     rate = compress.add_mutually_exclusive_group()
+    compress.add_argument("--base", choices=BASE_CODECS, default=None,
+                          help="write a standard file of this codec instead of an .rdc (any viewer decodes it; "
+                               "rdc refine refines it); --quality is then the codec's own, an integer 0..100")
     rate.add_argument("--quality", type=parse_quality, default=None, metavar="Q",
                       help="rate setting 0..100, in hundredths (higher: more bytes and fidelity; default: the "
                            "model's default quality)")
@@ -179,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     unvideo.add_argument("--frames-dir", type=Path, default=None, help="also write every frame as PNG here")
     unvideo.add_argument("--temporal-noise", choices=TEMPORAL_NOISE, default="shared",
                          help="refinement noise: one field for every frame (default), or new per frame")
+
+    refine = sub.add_parser("refine", parents=[model, decoding, files],
+                            help="JPEG / WebP / AVIF file -> the image refined by residual diffusion")
+    refine.add_argument("input", type=Path, help="a .jpg, .webp or .avif file")
+    refine.add_argument("-o", "--output", type=Path, required=True, help="image file (.png for lossless)")
+    refine.add_argument("--strength", type=parse_strength, default=None, metavar="S",
+                        help="fidelity <-> realism, 0..1 (0: the plain decode; default: the model's)")
+    refine.add_argument("--seed", type=SEED, default=0,
+                        help="noise seed (the file stores none): the same seed gives the same pixels (default: 0)")
 
     info = sub.add_parser("info", help="print the header of an .rdc or .rdcv file")
     info.add_argument("input", type=Path)
@@ -249,12 +263,12 @@ def read_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def load_pipeline(model: str, video: bool = False):
+def load_pipeline(model: str, kind: str = "image"):
     """The model a command names, with the CLI's progress bars; a model that cannot load is the user's problem."""
     from .pipelines import load_pipeline
 
     try:
-        return load_pipeline(model, video=video, **PROGRESS)
+        return load_pipeline(model, kind, **PROGRESS)
     except (OSError, ValueError) as err:
         raise CLIError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from err
 
@@ -327,6 +341,8 @@ def report_line(output: Path, record: dict, target: str | None) -> str:
 def run_compress(args: argparse.Namespace) -> None:
     from .media.image_io import open_image
 
+    if args.base is not None:
+        return run_compress_base(args)
     if args.input.is_dir():
         return run_compress_folder(args)
     args.output = output_file(args, ".rdc")
@@ -340,6 +356,62 @@ def run_compress(args: argparse.Namespace) -> None:
     data = record.pop("data")
     write_atomically(args.output, lambda p: p.write_bytes(data))
     print(report_line(args.output, record | {"bytes": len(data)}, rate_target(args)))
+
+
+def run_compress_base(args: argparse.Namespace) -> None:
+    """``rdc compress --base``: a standard JPEG / WebP / AVIF file, at Pillow's quality or a rate target."""
+    from .media.image_io import open_image
+    from .media.standard_codecs import SUFFIXES
+
+    if args.input.is_dir():
+        raise CLIError("--base codes one image at a time, not a folder")
+    if args.steps is not None or args.strength is not None or args.seed != 0:
+        raise CLIError("--base writes a standard file, which stores no refinement settings: leave out --steps, "
+                       "--strength and --seed (rdc refine takes them)")
+    if args.quality is not None and args.quality != int(args.quality):
+        raise CLIError(f"--quality {args.quality:g}: {args.base}'s quality is an integer 0..100")
+    args.output = output_file(args, SUFFIXES[args.base])
+    if not args.input.is_file():
+        raise CLIError(f"{args.input}: no such file")
+    image = open_image(args.input)
+    pipe = load_pipeline(args.model, "refiner")
+    options = rate_options(args, image.width, image.height)
+    if options.get("quality") is not None:
+        options["quality"] = int(options["quality"])
+    try:
+        data = pipe.compress(image, format=args.base, max_pixels=args.max_pixels, **options)
+    except RateTargetError as err:
+        raise RateTargetError(f"{args.input}: {err}; nothing written") from err
+    write_atomically(args.output, lambda p: p.write_bytes(data))
+    target = rate_target(args)
+    print(f"{args.output}: {len(data)} bytes, {8 * len(data) / (image.width * image.height):.4f} bpp "
+          f"({image.width}x{image.height}), {args.base}" + (f" (rate control: {target})" if target else ""))
+
+
+def run_refine(args: argparse.Namespace) -> None:
+    """``rdc refine``: a JPEG / WebP / AVIF file refined; nothing is loaded before the file is known to be one."""
+    from .limits import check_decode_size
+    from .media.standard_codecs import probe
+
+    if args.fast and args.strength is not None:
+        raise CLIError("--fast is the plain decode: leave out --strength (or use --strength 0)")
+    args.output = output_file(args, ".png")
+    fmt = _format_for(args.output)
+    data = read_bytes(args.input)
+    base, width, height = probe(data)
+    check_decode_size(width, height, args.max_pixels)
+    pipe = load_pipeline(args.model, "refiner")
+    use_scheduler(pipe, args.scheduler)
+    check_steps_option(pipe, args.steps)
+    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
+                          seed=args.seed, max_pixels=args.max_pixels)
+    image = out.images[0]
+    write_atomically(args.output, lambda p: image.save(p, format=fmt))
+    steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
+    strength = pipe.config.default_strength if args.strength is None else args.strength
+    how = "plain decode" if args.fast or steps == 0 or strength == 0 else (
+        f"refined, {plural(steps, 'step')} of {type(pipe.scheduler).__name__}, strength {strength:g}, seed {args.seed}")
+    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {how} ({base} file)")
 
 
 def _list_images(folder: Path, limit: int | None = None) -> list[Path]:
@@ -579,7 +651,7 @@ def run_compress_video(args: argparse.Namespace) -> None:
     if not args.input.exists():
         raise CLIError(f"{args.input}: no such file or folder")
     clip = open_video(args.input, fps=args.fps, max_frames=args.max_frames)  # frames are read as they are coded
-    pipe = load_pipeline(args.model, video=True)  # a bar per frame, on a terminal
+    pipe = load_pipeline(args.model, "video")  # a bar per frame, on a terminal
     try:
         data = pipe.compress(clip.frames, fps=clip.fps, gop_size=args.gop, quality=args.quality, seed=args.seed,
                              max_pixels=args.max_pixels,
@@ -609,7 +681,7 @@ def run_decompress_video(args: argparse.Namespace) -> None:
     header, count = file.header, len(file.frame_types)
     check_decode_size(header.width, header.height, args.max_pixels, what="the clip (per frame)")
     check_video_target(args.output, header.width, header.height)  # and an unwritable output before decoding
-    pipe = load_pipeline(args.model, video=True)  # a bar per frame, on a terminal
+    pipe = load_pipeline(args.model, "video")  # a bar per frame, on a terminal
     use_scheduler(pipe, args.scheduler)
     check_steps_option(pipe, args.steps)
     # One frame at a time from the decoder into the video (and the PNG folder): memory stays flat in the length.
@@ -678,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         diffusers_logging.disable_progress_bar()  # component loading; the sampling bar stays
     run = {"compress": run_compress, "decompress": run_decompress, "info": run_info, "demo": run_demo,
            "eval": run_eval, "bdrate": run_bdrate, "plot": run_plot, "compress-video": run_compress_video,
-           "decompress-video": run_decompress_video}[args.command]
+           "decompress-video": run_decompress_video, "refine": run_refine}[args.command]
     import warnings
 
     from .parallel import finish

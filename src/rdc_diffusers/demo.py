@@ -38,11 +38,12 @@ LPIPS_MISSING = ('LPIPS is not installed, so its column is empty: `pip install -
 
 
 @functools.lru_cache(maxsize=4)
-def shared_pipeline(name_or_path: str):
-    """One loaded pipeline per model, shared by all requests (loading takes seconds, a request much less)."""
+def shared_pipeline(name_or_path: str, kind: str = "image"):
+    """One loaded pipeline per model (and kind: its refiner), shared by all requests (loading takes seconds, a
+    request much less)."""
     from .pipelines import load_pipeline
 
-    pipe = load_pipeline(name_or_path, disable=True)
+    pipe = load_pipeline(name_or_path, kind, disable=True)
     pipe._demo_lock = threading.Lock()  # the scheduler is swapped per request
     pipe._demo_scheduler_config = pipe.scheduler.config
     return pipe
@@ -180,16 +181,11 @@ def progress_callback(progress: Callable, steps: int) -> Callable:
     return callback
 
 
-def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | None, strength: float | None,
-                progress: Callable) -> dict:
-    """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds.
-    ``steps`` and ``strength`` None: as stored in the file."""
-    from .bitstream.rdc import decode_file
-
-    header = decode_file(data).header
-    steps = header.num_inference_steps if steps is None else steps
-    strength = header.strength if strength is None else strength
-    out = {"header": header, "steps": steps, "strength": strength}
+def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int, strength: float, progress: Callable,
+                **options) -> dict:
+    """Fast decode, and the refined one when asked, with the chosen scheduler; timings in seconds. ``options``:
+    more ``decompress`` arguments of the refined decode (a refiner's ``seed``)."""
+    out = {"steps": steps, "strength": strength}
     with pipe._demo_lock:
         start = time.perf_counter()
         out[FAST] = pipe.decompress(data, refine=False).images[0]
@@ -200,7 +196,7 @@ def decode_both(pipe, data: bytes, decode: str, scheduler: str, steps: int | Non
             start = time.perf_counter()
             out[REFINED] = pipe.decompress(
                 data, num_inference_steps=steps, strength=strength,
-                callback_on_step_end=progress_callback(progress, steps),
+                callback_on_step_end=progress_callback(progress, steps), **options,
             ).images[0]
             out["decode_refined_s"] = time.perf_counter() - start
     return out
@@ -210,7 +206,8 @@ def stats_table(stats: dict) -> str:
     """The numbers as a small Markdown table (what the page shows; the API also returns them as JSON)."""
     target = "" if stats.get("target_bpp") is None else f" (target ≤ {stats['target_bpp']:g} bpp)"
     rows = [f"**{stats['model']}** · {stats['width']}×{stats['height']} · {stats['bytes']:,} bytes · "
-            f"**{stats['bpp']:.4f} bpp**{target} · quality **{stats['quality']:g}**", "",
+            f"**{stats['bpp']:.4f} bpp**{target} · " + (f"quality **{stats['quality']:g}**" if stats.get("quality")
+                                                         is not None else f"a **{stats['base']}** file"), "",
             "| decode | PSNR dB | LPIPS | time s |", "|---|---|---|---|"]
     if stats.get("encode_s") is not None:
         rows.append(f"| encode | | | {stats['encode_s']:.2f} |")
@@ -261,6 +258,8 @@ def build_demo(
                  progress=gr.Progress()):  # noqa: B008
         """Compress an image at a quality (or the highest one within a target bpp), then decode the bytes fast
         and (optionally) refined."""
+        from .bitstream.rdc import decode_file
+
         if not image_path:
             raise _error("Please upload an image first.")
         rate = rate_options(quality, target_bpp)
@@ -276,8 +275,9 @@ def build_demo(
         encode_s = time.perf_counter() - start
         rdc_path = Path(tempfile.mkdtemp(dir=workdir)) / f"{Path(image_path).stem}.rdc"  # the user's file name
         rdc_path.write_bytes(data)
-        decoded = decode_both(pipe, data, decode, scheduler, int(steps), strength, progress)
-        stats = _stats(model, data, decoded, scheduler, encode_s, image, rate.get("target_bpp"))
+        header = decode_file(data).header
+        decoded = decode_both(pipe, data, decode, scheduler, int(steps), header.strength, progress)
+        stats = _stats(model, data, decoded, scheduler, encode_s, image, header, rate.get("target_bpp"))
         return _results(image, decoded, stats, str(rdc_path))
 
     def decompress(rdc_path, model, scheduler, steps, strength, decode, progress=gr.Progress()):  # noqa: B008
@@ -298,10 +298,39 @@ def build_demo(
                 raise _error(f"The file holds a {header.width}x{header.height} image; this demo decodes up to "
                              f"{max_pixels / 1e6:.3g} MP.")
             decoded = decode_both(shared_pipeline(choices[model]), data, decode, scheduler,
-                                  None if steps is None or steps < 0 else int(steps), strength, progress)
+                                  header.num_inference_steps if steps is None or steps < 0 else int(steps),
+                                  header.strength if strength is None else strength, progress)
         except RDCError as err:
             raise _error(f"Cannot decode this file: {err}") from err
-        stats = _stats(model, data, decoded, scheduler, None, None)
+        stats = _stats(model, data, decoded, scheduler, None, None, header)
+        return _results(None, decoded, stats, None)
+
+    def refine_file(path, model, scheduler, steps, strength, seed, decode, progress=gr.Progress()):  # noqa: B008
+        """Refine an uploaded JPEG, WebP or AVIF file with the model's refiner, beside its plain decode."""
+        from types import SimpleNamespace
+
+        from .media.standard_codecs import probe
+
+        if not path:
+            raise _error("Please upload a JPEG, WebP or AVIF file first.")
+        check_upload(path, max_upload_mb)
+        strength = strength_option(strength)
+        data = Path(path).read_bytes()
+        try:
+            base, width, height = probe(data)
+            if width * height > max_pixels:
+                raise _error(f"The file holds a {width}x{height} image; this demo refines up to "
+                             f"{max_pixels / 1e6:.3g} MP.")
+            pipe = shared_pipeline(choices[model], "refiner")
+            decoded = decode_both(pipe, data, decode, scheduler, int(steps),
+                                  pipe.config.default_strength if strength is None else strength, progress,
+                                  seed=int(seed or 0))
+        except RDCError as err:
+            raise _error(f"Cannot refine this file: {err}") from err
+        except (OSError, ValueError) as err:  # a model folder without refiner/
+            raise _error(f"The model {model} has no refiner: {str(err).splitlines()[0]}") from err
+        file = SimpleNamespace(width=width, height=height, quality=None, seed=int(seed or 0), base=base)
+        stats = _stats(model, data, decoded, scheduler, None, None, file)
         return _results(None, decoded, stats, None)
 
     with gr.Blocks(title="RDC: residual diffusion image compression", delete_cache=(3600, 3600)) as demo:
@@ -343,6 +372,11 @@ def build_demo(
                     file_steps = gr.Number(-1, precision=0, label="Steps (-1: as stored in the file)")
                     file_strength = gr.Number(-1, step=0.01, maximum=1, label="Strength (-1: as stored in the file)")
                     run_decode = gr.Button("Decode", variant="primary")
+        with gr.Tab("Refine a JPEG / WebP / AVIF"):
+            with gr.Row():
+                standard_in = gr.File(label="JPEG, WebP or AVIF file", file_types=[".jpg", ".jpeg", ".webp", ".avif"],
+                                      type="filepath")
+                run_refine = gr.Button("Refine", variant="primary")
         stats_md = gr.Markdown(elem_id="rdc-stats")
         with gr.Row():
             original = gr.Image(label="original", format="png", type="pil", interactive=False, height=300)
@@ -358,6 +392,8 @@ def build_demo(
                   api_name="compress", concurrency_id="rdc")
         run_decode.click(decompress, [rdc_in, model, scheduler, file_steps, file_strength, decode], outputs,
                          api_name="decompress", concurrency_id="rdc")
+        run_refine.click(refine_file, [standard_in, model, scheduler, steps, strength, seed, decode], outputs,
+                         api_name="refine", concurrency_id="rdc")
         model.change(lambda m: model_defaults(choices[m]), model, [steps, quality, strength], api_visibility="private")
     demo.queue(max_size=32, default_concurrency_limit=concurrency_limit)
     demo.max_upload_mb = max_upload_mb
@@ -370,9 +406,10 @@ def model_defaults(name_or_path: str) -> tuple[int, float, float]:
     return int(config.default_num_inference_steps), float(config.default_quality), float(config.default_strength)
 
 
-def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: float | None, original,
+def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: float | None, original, header,
            target_bpp: float | None = None) -> dict:
-    header = decoded["header"]
+    """What the page and the API report of one request; ``header``: the file's (width, height, quality, seed; a
+    standard file has no quality and names its ``base`` codec)."""
     stats = {
         "model": model,
         "width": header.width,
@@ -380,6 +417,7 @@ def _stats(model: str, data: bytes, decoded: dict, scheduler: str, encode_s: flo
         "bytes": len(data),
         "bpp": 8 * len(data) / (header.width * header.height),
         "quality": header.quality,
+        **({"base": header.base} if getattr(header, "base", None) else {}),
         "target_bpp": target_bpp,
         "seed": header.seed,
         "scheduler": scheduler,

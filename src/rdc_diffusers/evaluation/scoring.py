@@ -85,7 +85,7 @@ def _patch_features(reference: torch.Tensor, decoded: torch.Tensor) -> dict:
             "_fid_fake": extractor(hific_patches(decoded)).numpy()}
 
 
-def _measurements(reference: torch.Tensor, decoded: torch.Tensor, data: bytes, fid: bool, encode_s: float,
+def measurements(reference: torch.Tensor, decoded: torch.Tensor, data: bytes, fid: bool, encode_s: float,
                   decode_s: float) -> dict:
     """What every record holds after naming its codec and setting: size, rate, scores and times."""
     height, width = reference.shape[-2:]
@@ -186,7 +186,7 @@ def evaluate_pipeline(
                     "scheduler": type(pipe.scheduler).__name__ if steps > 0 else None,
                     "steps": steps,
                     "strength": strength,
-                    **_measurements(reference, decoded, data, fid, encode_s, decode_s),
+                    **measurements(reference, decoded, data, fid, encode_s, decode_s),
                 }
                 records.append(record)
                 _say(log, f"{method}/{name}@q{format_quality(header.quality)} {path.name}: {record['bpp']:.4f} bpp, "
@@ -286,7 +286,7 @@ def evaluate_classical(
             "decode": f"<={target_bpp:.4f}bpp",
             "quality": best,
             "target_bpp": target_bpp,
-            **_measurements(reference, decoded, data, fid, encode_s, decode_s),
+            **measurements(reference, decoded, data, fid, encode_s, decode_s),
         }
         records.append(record)
         _say(log, f"{codec} {path.name}: q={best}, {record['bpp']:.4f} bpp, {record['psnr']:.2f} dB, "

@@ -31,6 +31,7 @@ def register_with_diffusers(pipeline_class: type) -> None:
 
 
 LAZY_PIPELINES = {"RDCPipeline": "rdc_diffusers.pipelines.pipeline_rdc",
+                  "RDCRefinerPipeline": "rdc_diffusers.pipelines.pipeline_rdc_refiner",
                   "RDCVideoPipeline": "rdc_diffusers.pipelines.pipeline_rdc_video"}
 """What ``register_when_diffusers_loads`` makes ``diffusers.<name>`` resolve to: the module holding that class."""
 

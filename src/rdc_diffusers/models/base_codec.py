@@ -1,0 +1,73 @@
+"""A standard codec as the fidelity layer: Pillow's JPEG, WebP or AVIF decode is x_init, and a learned analysis
+transform computes at the decoder the latent the residual UNet is conditioned on (DIRAC, Ghouse et al. 2023:
+residual diffusion on top of a standard codec)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import; torch 2.14 calls that deprecated
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    from compressai.layers import GDN
+    from compressai.models.utils import conv
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import Tensor, nn
+
+from ..media import standard_codecs
+
+RATE_ANCHORS = ((0.092, 0.0), (0.241, 25.0), (0.499, 50.0), (0.826, 75.0), (1.222, 100.0))
+"""(bpp, quality) of ``rdc-bsds`` on Kodak (benchmarks/results): a file's rate becomes the quality the residual
+UNet is conditioned on, the quality at which our own codec spends as many bits."""
+
+
+class BaseCodec(ModelMixin, ConfigMixin):
+    r"""JPEG, WebP or AVIF through Pillow, plus the analysis transform ``g_a`` of [`RDCCodec`]'s shape.
+
+    .. code-block:: none
+
+        encode:  x ─Pillow (format, quality 0..100)─► a standard file, decodable everywhere
+        decode:  file ─Pillow─► x_init;  ŷ = g_a(x_init) (not coded: computed from what the decoder has)
+
+    ``g_a`` starts as the image codec's own analysis transform and is trained with the UNet on base-codec
+    decodes. The file carries no quality, so the UNet's quality input is derived from the file's rate
+    (:meth:`rate_quality`).
+
+    Args:
+        N, M: ``g_a``'s channels (M: the latent's, as the UNet expects).
+    """
+
+    alignment = 64
+    """x_init is padded to a multiple of this before ``g_a`` (as the image codec pads its input)."""
+
+    @register_to_config
+    def __init__(self, N: int = 128, M: int = 192):
+        super().__init__()
+        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+
+    encode = staticmethod(standard_codecs.encode)
+    probe = staticmethod(standard_codecs.probe)
+
+    @staticmethod
+    def decode(data: bytes) -> tuple[Tensor, str]:
+        """``(x_init [1, 3, H, W] in [0, 1], mode)`` of a file :meth:`probe` accepted (mode ``"L"`` for grayscale,
+        else ``"RGB"``); a broken file raises :class:`RDCFormatError`."""
+        pixels, mode = standard_codecs.decode(data)
+        return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, mode
+
+    def forward(self, x_init: Tensor) -> Tensor:
+        """ŷ for an ``x_init`` whose sides are multiples of :attr:`alignment`."""
+        return self.g_a(x_init)
+
+    @staticmethod
+    def rate_quality(bpp: float | Tensor) -> Tensor:
+        """The UNet's quality input for a file of ``bpp`` bits per pixel: :data:`RATE_ANCHORS` interpolated in
+        log-rate, clamped to [0, 100]."""
+        log_rates = [math.log(b) for b, _ in RATE_ANCHORS]
+        qualities = [q for _, q in RATE_ANCHORS]
+        values = np.log(np.clip(np.asarray(bpp, dtype=np.float64), 1e-6, None))
+        return torch.as_tensor(np.interp(values, log_rates, qualities), dtype=torch.float32)

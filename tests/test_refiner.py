@@ -1,0 +1,114 @@
+"""Issue 13: standard JPEG / WebP / AVIF files as the fidelity layer, refined by the residual UNet."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_pipeline, build_tiny_refiner, random_image
+from PIL import Image
+
+from rdc_diffusers import BaseCodec, DecompressionBombError, RateTargetError, RDCFormatError, RDCRefinerPipeline
+from rdc_diffusers.media.standard_codecs import FORMATS
+from rdc_diffusers.models.base_codec import RATE_ANCHORS
+
+
+@pytest.fixture(scope="module")
+def refiner() -> RDCRefinerPipeline:
+    return build_tiny_refiner()
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_the_file_is_a_standard_one_and_the_plain_decode_is_pillows(refiner, name):
+    data = refiner.compress(random_image(48, 80), format=name, quality=40)
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == FORMATS[name] and opened.size == (80, 48)
+        plain = pixels(opened)
+    out = refiner.decompress(data, refine=False)
+    assert np.array_equal(pixels(out.images[0]), plain)
+    assert out.bpp == [8 * len(data) / (80 * 48)]
+
+
+def test_refinement_is_seeded_and_strength_zero_is_the_plain_decode(refiner):
+    data = refiner.compress(random_image(48, 80), format="jpeg", quality=20)
+    first, again = (pixels(refiner.decompress(data, seed=3).images[0]) for _ in range(2))
+    plain = pixels(refiner.decompress(data, refine=False).images[0])
+    assert np.array_equal(first, again) and not np.array_equal(first, plain)
+    assert not np.array_equal(first, pixels(refiner.decompress(data, seed=4).images[0]))
+    assert np.array_equal(pixels(refiner.decompress(data, strength=0.0).images[0]), plain)
+
+
+def test_a_callback_sees_each_step(refiner):
+    data = refiner.compress(random_image(48, 80))
+    seen = []
+    refiner.decompress(data, num_inference_steps=2, callback_on_step_end=lambda p, i, t, d: seen.append(i) or d)
+    assert seen == [0, 1]
+
+
+def test_other_files_and_bombs_are_refused_before_decoding(refiner):
+    png = io.BytesIO()
+    random_image(16, 16).save(png, "PNG")
+    with pytest.raises(RDCFormatError, match="not a JPEG, WebP or AVIF file .*PNG"):
+        refiner.decompress(png.getvalue())
+    with pytest.raises(RDCFormatError, match="not a readable"):
+        refiner.decompress(b"\xff\xd8\xff" + b"\x00" * 10)
+    with pytest.raises(DecompressionBombError):
+        refiner.decompress(refiner.compress(random_image(48, 80)), max_pixels=1000)
+
+
+def test_a_rate_target_gives_the_largest_file_that_fits(refiner):
+    image = random_image(64, 96)
+    data = refiner.compress(image, format="avif", target_bpp=1.0)
+    assert 8 * len(data) / (64 * 96) <= 1.0
+    larger = [refiner.compress(image, format="avif", quality=q) for q in range(101)]
+    fitting = [d for d in larger if 8 * len(d) / (64 * 96) <= 1.0]
+    assert len(data) == max(len(d) for d in fitting)
+    with pytest.raises(RateTargetError):
+        refiner.compress(image, format="avif", target_bpp=0.001)
+
+
+def test_the_unets_quality_input_follows_the_files_rate():
+    rates, qualities = zip(*RATE_ANCHORS, strict=True)
+    assert BaseCodec.rate_quality(torch.tensor(rates)).tolist() == pytest.approx(qualities, abs=1e-4)
+    steps = BaseCodec.rate_quality(torch.tensor([0.01, 0.1, 0.3, 0.7, 5.0])).tolist()
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 100
+
+
+def test_an_image_model_names_its_refiner(refiner, tmp_path):
+    """As rdc-bsds names its inter codec: the refiner is a whole pipeline in the model's refiner/ folder."""
+    image_model = tmp_path / "tiny-rdc"
+    build_tiny_pipeline().save_pretrained(image_model)
+    with pytest.raises(ValueError, match="has no refiner"):
+        RDCRefinerPipeline.from_pretrained(image_model)
+    refiner.save_pretrained(image_model / "refiner")
+    loaded = RDCRefinerPipeline.from_pretrained(image_model)
+    assert loaded.config.default_format == "webp"
+    data = refiner.compress(random_image(48, 80))
+    assert np.array_equal(pixels(loaded.decompress(data).images[0]), pixels(refiner.decompress(data).images[0]))
+
+
+def test_rdc_compress_base_then_rdc_refine(rdc, refiner, tmp_path):
+    model = tmp_path / "tiny-refiner"
+    refiner.save_pretrained(model)
+    random_image(48, 80).save(tmp_path / "in.png")
+    made = rdc("compress", str(tmp_path / "in.png"), "--base", "avif", "--quality", "30", "-o", str(tmp_path),
+               "--model", str(model))
+    assert made.code == 0, made.err
+    with Image.open(tmp_path / "in.avif") as opened:
+        assert opened.format == "AVIF"
+    done = rdc("refine", str(tmp_path / "in.avif"), "-o", str(tmp_path / "out.png"), "--model", str(model))
+    assert done.code == 0, done.err
+    assert "refined, 1 step of DDIMScheduler, strength 1, seed 0 (avif file)" in done.out
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (80, 48)
+    again = rdc("refine", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--model", str(model))
+    assert again.code == 1 and "not a JPEG, WebP or AVIF file" in again.err
+    refused = rdc("compress", str(tmp_path / "in.png"), "--base", "jpeg", "--steps", "2", "-o", str(tmp_path),
+                  "--model", str(model))
+    assert refused.code == 2 and "stores no refinement settings" in refused.err
