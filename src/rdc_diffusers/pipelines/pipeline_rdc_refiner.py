@@ -19,6 +19,7 @@ from ..media.standard_codecs import check_format
 from ..models.base_codec import BaseCodec
 from ..models.residual_unet import ResidualUNet
 from ..rate_control import search_quality
+from ..tiling import OVERLAP, choose_tile_size, tiled
 from .pipeline_rdc import RDCPipelineOutput, check_strength
 from .refinement import ResidualRefinementMixin
 
@@ -134,6 +135,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["residual"],  # noqa: B006 (diffusers' signature)
         max_pixels: float | None = None,
+        tile_size: int | None = None,
     ) -> RDCPipelineOutput | tuple:
         r"""Decode a JPEG, WebP or AVIF file, refined or not (``refine=False``: Pillow's decode, as any viewer).
 
@@ -146,6 +148,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             eta, output_type, return_dict, callback_on_step_end: as in [`RDCPipeline.decompress`].
             max_pixels: refuse larger images before decoding their pixels; default
                 ``rdc_diffusers.limits.MAX_IMAGE_PIXELS``.
+            tile_size: refine tile by tile (the analysis transform and every step of each overlapping tile), as
+                [`RDCPipeline.decompress`] does; default: 512 above 4.2 MP, 0: never.
 
         Raises:
             RDCFormatError: the bytes are not a readable JPEG, WebP or AVIF file, or hold more than ``max_pixels``
@@ -159,14 +163,23 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         if refine and steps > 0 and strength > 0:
             device = self._execution_device
             x = pad_to_multiple(x_init, self.codec.alignment).to(device)
-            y_hat = self.codec(x.to(self.codec.dtype))
             quality = self.codec.rate_quality(8 * len(data) / (width * height)).item()
             if generator is None:
                 generator = torch.Generator("cpu").manual_seed(seed)
             noise = randn_tensor(x.shape, generator=generator, device=device, dtype=self.unet.dtype)
-            x_hat = self.denoise(x, y_hat, quality, num_inference_steps=steps, generator=generator, noise=noise,
-                                 eta=eta, callback_on_step_end=callback_on_step_end,
-                                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+            tile = choose_tile_size(tile_size, *x.shape[-2:], self.codec.alignment)
+
+            def refined(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                return self.denoise(x, self.codec(x.to(self.codec.dtype)), quality, num_inference_steps=steps,
+                                    generator=generator, noise=noise, eta=eta, progress=tile is None,
+                                    callback_on_step_end=callback_on_step_end,
+                                    callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+
+            if tile is None:
+                x_hat = refined(x, noise)
+            else:  # the analysis transform and the refinement of each tile: memory bounded by the tile
+                x_hat = tiled(refined, [x, noise], scales=[1, 1], out_scale=1, tile=tile,
+                              overlap=min(OVERLAP, tile), align=self.codec.alignment, progress=self.progress_bar)
             x_hat = crop_to(x + strength * (x_hat - x), height, width)
         else:
             x_hat = x_init
