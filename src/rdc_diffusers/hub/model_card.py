@@ -287,7 +287,9 @@ def _settings(run: str, a: dict, name: str) -> str:
         settings = (f"UNet {a.get('block_out_channels')}, {a.get('prediction_type')}-prediction, "
                     f"ρ={a.get('rho')} LPIPS, crops {a.get('crop_size')}, batch {a.get('batch_size')}, "
                     f"lr {a.get('lr')}→{a.get('final_lr')}, EMA {a.get('ema_decay')}")
+        if stage == "refiner":
+            settings = f"refiner of {' / '.join(a.get('bases', []))} decodes, " + settings
     if a.get("init"):
         start = Path(a["init"]).parent.name
-        settings += f", warm start from {'the earlier run above' if start == name else start}"
+        settings += f", warm start from {'this model’s earlier weights' if start == name else start}"
     return settings
