@@ -1,5 +1,5 @@
 """The refined decode with every scheduler: the numbers behind ``rdc_diffusers.schedulers`` (what is supported, and
-why Heun, KDPM2 and SA-Solver are refused).
+why Heun and KDPM2 are refused).
 
     python benchmarks/schedulers.py [--model rdc-bsds] [--data ../shared/data/kodak] [--limit 4] [--crop 256]
         [--quality 50] [--steps 1 2 4] [--schedulers ddim heun ...] [--no-lpips] [--threads N]
