@@ -36,7 +36,8 @@ def render_bundled_card(name: str, results_dir: Path = RESULTS_DIR) -> str:
     inter = model_dir / "inter_codec" / "config.json"
     video_quality = json.loads(inter.read_text()).get("quality") if inter.exists() else None
     return render_card(name, config=config, scheduler=scheduler, results=points, results_info=info,
-                       training=training_budget(model_dir / "training"), video_quality=video_quality)
+                       training=training_budget(model_dir / "training"), video_quality=video_quality,
+                       refiner=(model_dir / "refiner" / "model_index.json").exists())
 
 
 def main(argv: list[str] | None = None) -> int:

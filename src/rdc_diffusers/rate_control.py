@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 from .errors import RateTargetError
 
-__all__ = ["RateSearch", "search_quality"]
+__all__ = ["RateSearch", "byte_budget", "search_quality"]
+
+
+def byte_budget(target_bpp: float, width: int, height: int) -> int:
+    """The most bytes a file of ``width`` x ``height`` pixels may have at ``target_bpp`` (bits per pixel, whole
+    file); ``ValueError`` unless ``target_bpp`` is a positive number."""
+    if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not target_bpp > 0:
+        raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
+    return math.floor(target_bpp * width * height / 8 + 1e-9)
 
 
 @dataclass(frozen=True)

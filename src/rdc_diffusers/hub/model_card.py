@@ -123,13 +123,14 @@ def render_card(
     training: dict | None = None,
     repo_id: str | None = None,
     video_quality: float | None = None,
+    refiner: bool = False,
 ) -> str:
     """The card as Markdown.
 
     ``config``: the pipeline's (``model_index.json``: ``default_num_inference_steps``, ``default_quality``);
     ``results``: the rate points of :func:`select_results`; ``results_info``: the result file's ``info``;
     ``training``: :func:`training_budget`; ``video_quality``: the quality of the model's P-frame codec
-    (``inter_codec/config.json``), when it has one.
+    (``inter_codec/config.json``), when it has one; ``refiner``: whether it holds a ``refiner/`` folder.
     """
     steps = int(config.get("default_num_inference_steps", 1))
     default_quality = config.get("default_quality")
@@ -173,6 +174,13 @@ def render_card(
             f"{at}: "
             f'`RDCVideoPipeline.from_pretrained("{repo_id}")` or `rdc compress-video`. See docs/video.md and '
             "benchmarks/results/video/video.md of rdc-diffusers for its design and measurements.",
+            "",
+        ]
+    if refiner:
+        lines += [
+            "It also holds `refiner/`, which refines standard JPEG, WebP and AVIF files (the file stays one any viewer "
+            f'shows): `RDCRefinerPipeline.from_pretrained("{repo_id}")` or `rdc refine`. See '
+            "benchmarks/results/refiner/refiner.md of rdc-diffusers for its measurements.",
             "",
         ]
     count = top["fast"].get("count", "?") if top else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,7 +22,7 @@ from ..limits import check_decode_size, check_encode_size, check_file_steps, che
 from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
-from ..rate_control import search_quality
+from ..rate_control import byte_budget, search_quality
 from ..tiling import choose_tile_size, tiled
 from .refinement import ResidualRefinementMixin
 
@@ -213,9 +212,7 @@ class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
 
         if target_bpp is None:
             return encode(self.config.default_quality if quality is None else quality)
-        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not target_bpp > 0:
-            raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
-        max_bytes = math.floor(target_bpp * width * height / 8 + 1e-9)
+        max_bytes = byte_budget(target_bpp, width, height)
         return search_quality(encode, max_bytes, lowest=MIN_QUALITY, highest=MAX_QUALITY,
                               start=self.config.default_quality).data
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
 from ..media.standard_codecs import check_format
 from ..models.base_codec import BaseCodec
 from ..models.residual_unet import ResidualUNet
-from ..rate_control import search_quality
+from ..rate_control import byte_budget, search_quality
 from ..tiling import OVERLAP, choose_tile_size, tiled
 from .pipeline_rdc import RDCPipelineOutput, check_strength
 from .refinement import ResidualRefinementMixin
@@ -113,9 +112,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
                 raise ValueError(f"quality must be an integer in 0..100 (Pillow's), got {quality!r}")
             return encode(quality)
-        if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not target_bpp > 0:
-            raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
-        max_bytes = math.floor(target_bpp * width * height / 8 + 1e-9)
+        max_bytes = byte_budget(target_bpp, width, height)
         return search_quality(encode, max_bytes, lowest=0, highest=100, start=self.config.default_quality,
                               step=1).data
 
