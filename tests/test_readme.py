@@ -98,7 +98,7 @@ def test_the_readme_blocks_run_as_written(tmp_path):
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"README block failed:\n{text}\n--- stderr:\n{done.stderr[-3000:]}"
         ran += 1
-    assert ran == 4  # the quick start commands, Python, the video commands and the video Python
+    assert ran == 6  # the quick start commands, Python, the video commands and Python, the refiner commands and Python
 
     for name in ("kodim23.rdc", "kodim23_refined.png", "kodim23_fast.png", "kodim23_10k.rdc", "clip.rdcv",
                  "clip.mp4", "clip_python.mp4"):
