@@ -44,7 +44,7 @@ from rdc_diffusers.training import (
 )
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["codec", "residual", "inter", "refiner"])
     parser.add_argument("--train-dir", required=True)
@@ -96,7 +96,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: accelerate's choice (a GPU when one is visible); cpu: Accelerator(cpu=True) even "
                              "with a GPU; cuda: stop at once when torch sees no GPU")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def validation_images(val_dir: str, count: int = 4, size: int = 256) -> torch.Tensor:
@@ -614,8 +618,11 @@ def check_same_run(output: Path, args: argparse.Namespace) -> None:
     if not (output / "checkpoint").exists() or not (output / "args.json").exists():
         return
     before = json.loads((output / "args.json").read_text())
-    changed = [f"--{k.replace('_', '-')} {before.get(k)} there, {v} now"
-               for k, v in vars(args).items() if k not in BUDGET_ARGS and before.get(k) != v]
+    # An option added to this script after that run was saved counts as its default there.
+    parser = build_parser()
+    before = {k: before.get(k, parser.get_default(k)) for k in vars(args)}
+    changed = [f"--{k.replace('_', '-')} {before[k]} there, {v} now"
+               for k, v in vars(args).items() if k not in BUDGET_ARGS and before[k] != v]
     if changed:
         raise SystemExit(f"{output} holds a checkpoint of another run ({'; '.join(changed)}): "
                          "choose another --output, or delete that folder to start over")
