@@ -128,6 +128,25 @@ def test_the_bundled_codec_spends_more_bits_at_higher_qualities(bundled_codec, p
     assert scores[0] < scores[1] < scores[2]
 
 
+def test_under_bfloat16_autocast_the_rates_and_outputs_stay_float32(bundled_codec, photo):
+    """Mixed-precision training (``train_rdc.py --mixed-precision bf16``): the transforms run in bfloat16, the
+    entropy models and the rounding in float32, so the estimated rate and distortion match float32 closely."""
+    x = photo[..., :256, :256]
+    with torch.no_grad():
+        full = bundled_codec(x, 50)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = bundled_codec(x, 50)
+
+    def bits(out):
+        return sum(-torch.log2(likelihoods).sum() for likelihoods in out["likelihoods"].values())
+
+    for key in ("x_init", "y_hat"):
+        assert mixed[key].dtype == torch.float32
+    assert all(likelihoods.dtype == torch.float32 for likelihoods in mixed["likelihoods"].values())
+    assert abs(bits(mixed) / bits(full) - 1) < 0.01
+    assert abs(psnr(mixed["x_init"], x) - psnr(full["x_init"], x)) < 0.05
+
+
 def test_the_bundled_codec_decodes_bit_exactly_at_the_coded_quality(bundled_codec, photo):
     coded = bundled_codec.compress(photo, 63.21)
 

@@ -21,7 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import Tensor, nn
 
 from ..tiling import OVERLAP, tiled
-from .entropy_coded import EntropyCodedModel, code_y, hyperprior_decompress, hyperprior_side
+from .entropy_coded import EntropyCodedModel, code_y, full_precision, hyperprior_decompress, hyperprior_side
 
 MIN_QUALITY, MAX_QUALITY = 0.0, 100.0
 QUALITY_DECIMALS = 2
@@ -134,16 +134,24 @@ class RDCCodec(EntropyCodedModel):
         return lerp(self.log_gain), lerp(self.log_inverse_gain)
 
     def forward(self, x: Tensor, quality: Tensor | float) -> dict:
-        """Training pass at ``quality`` (one per image or one for all): ``x_init``, ``ŷ`` and the likelihoods."""
+        """Training pass at ``quality`` (one per image or one for all): ``x_init``, ``ŷ`` and the likelihoods.
+
+        Under mixed precision the transforms run in the autocast dtype; the entropy models, the rounding and the
+        outputs stay float32 (:func:`~rdc_diffusers.models.entropy_coded.full_precision`)."""
         if self.training:
             self._tables_stale = True
         gain, inverse_gain = self.gains(quality)
         y = self.g_a(x)
-        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
-        _, y_likelihoods = self.gaussian_conditional((y - means_hat) * gain, scales_hat * gain)
-        y_hat = quantize_ste((y - means_hat) * gain) * inverse_gain + means_hat  # what the decoder will see
-        return {"x_init": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        z = self.h_a(y)
+        with full_precision(x):
+            z_hat, z_likelihoods = self.entropy_bottleneck(z.float())
+        params = self.h_s(z_hat)
+        with full_precision(x):
+            y, (scales_hat, means_hat) = y.float(), params.float().chunk(2, 1)
+            _, y_likelihoods = self.gaussian_conditional((y - means_hat) * gain, scales_hat * gain)
+            y_hat = quantize_ste((y - means_hat) * gain) * inverse_gain + means_hat  # what the decoder will see
+        x_init = self.g_s(y_hat).float()
+        return {"x_init": x_init, "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
     def analyse(self, x: Tensor, tile_size: int | None = None, progress: Callable | None = None) -> dict:

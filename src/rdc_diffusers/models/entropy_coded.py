@@ -18,7 +18,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-__all__ = ["EntropyCodedModel", "code_y", "hyperprior_compress", "hyperprior_decompress", "hyperprior_forward",
+__all__ = ["EntropyCodedModel", "code_y", "full_precision", "hyperprior_compress", "hyperprior_decompress", "hyperprior_forward",
            "hyperprior_side"]
 
 # Buffers holding the entropy coder's tables; they are empty until `update()` and change size with it.
@@ -124,12 +124,24 @@ class EntropyCodedModel(ModelMixin, ConfigMixin):
 # h_a, h_s (giving scales and means), entropy_bottleneck (ẑ) and gaussian_conditional (ŷ).
 
 
+def full_precision(x: Tensor) -> torch.autocast:
+    """A block that runs in float32 under mixed precision (``torch.autocast``, e.g. accelerate's ``bf16``): the
+    entropy models and the rounding. bfloat16 keeps about three digits: too few for a rate or for where a latent
+    falls between two quantization steps. Outside autocast it changes nothing."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def hyperprior_forward(m: nn.Module, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Training pass: ``ŷ`` (straight-through rounding, as at decode time) and the likelihoods of y and z."""
-    z_hat, z_likelihoods = m.entropy_bottleneck(m.h_a(y))
-    scales_hat, means_hat = m.h_s(z_hat).chunk(2, 1)
-    _, y_likelihoods = m.gaussian_conditional(y, scales_hat, means=means_hat)
-    return quantize_ste(y - means_hat) + means_hat, {"y": y_likelihoods, "z": z_likelihoods}
+    """Training pass: ``ŷ`` (straight-through rounding, as at decode time) and the likelihoods of y and z (those
+    in float32 under mixed precision, see :func:`full_precision`)."""
+    z = m.h_a(y)
+    with full_precision(y):
+        z_hat, z_likelihoods = m.entropy_bottleneck(z.float())
+    params = m.h_s(z_hat)
+    with full_precision(y):
+        y, (scales_hat, means_hat) = y.float(), params.float().chunk(2, 1)
+        _, y_likelihoods = m.gaussian_conditional(y, scales_hat, means=means_hat)
+        return quantize_ste(y - means_hat) + means_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
 
 def hyperprior_side(m: nn.Module, y: Tensor) -> tuple[list, torch.Size, Tensor, Tensor]:
