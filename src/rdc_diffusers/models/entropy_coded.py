@@ -18,8 +18,8 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-__all__ = ["EntropyCodedModel", "code_y", "full_precision", "hyperprior_compress", "hyperprior_decompress", "hyperprior_forward",
-           "hyperprior_side"]
+__all__ = ["EntropyCodedModel", "code_y", "full_precision", "hyperprior_compress", "hyperprior_decompress",
+           "hyperprior_forward", "hyperprior_side"]
 
 # Buffers holding the entropy coder's tables; they are empty until `update()` and change size with it.
 _ENTROPY_BUFFERS = {
