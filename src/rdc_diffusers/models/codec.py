@@ -13,7 +13,6 @@ with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
     from compressai.layers import GDN
     from compressai.models.utils import conv, deconv
-    from compressai.ops import quantize_ste
 from diffusers.configuration_utils import register_to_config
 
 # model_index.json names this module as the codec's library; diffusers then looks up the loader's base class here.
@@ -21,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import Tensor, nn
 
 from ..tiling import OVERLAP, tiled
-from .entropy_coded import EntropyCodedModel, code_y, full_precision, hyperprior_decompress, hyperprior_side
+from .entropy_coded import EntropyCodedModel, code_y, hyperprior_decompress, hyperprior_forward, hyperprior_side
 
 MIN_QUALITY, MAX_QUALITY = 0.0, 100.0
 QUALITY_DECIMALS = 2
@@ -137,21 +136,11 @@ class RDCCodec(EntropyCodedModel):
         """Training pass at ``quality`` (one per image or one for all): ``x_init``, ``ŷ`` and the likelihoods.
 
         Under mixed precision the transforms run in the autocast dtype; the entropy models, the rounding and the
-        outputs stay float32 (:func:`~rdc_diffusers.models.entropy_coded.full_precision`)."""
+        outputs stay float32 (:func:`~rdc_diffusers.models.entropy_coded.hyperprior_forward`)."""
         if self.training:
             self._tables_stale = True
-        gain, inverse_gain = self.gains(quality)
-        y = self.g_a(x)
-        z = self.h_a(y)
-        with full_precision(x):
-            z_hat, z_likelihoods = self.entropy_bottleneck(z.float())
-        params = self.h_s(z_hat)
-        with full_precision(x):
-            y, (scales_hat, means_hat) = y.float(), params.float().chunk(2, 1)
-            _, y_likelihoods = self.gaussian_conditional((y - means_hat) * gain, scales_hat * gain)
-            y_hat = quantize_ste((y - means_hat) * gain) * inverse_gain + means_hat  # what the decoder will see
-        x_init = self.g_s(y_hat).float()
-        return {"x_init": x_init, "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        y_hat, likelihoods = hyperprior_forward(self, self.g_a(x), *self.gains(quality))
+        return {"x_init": self.g_s(y_hat).float(), "y_hat": y_hat, "likelihoods": likelihoods}
 
     @torch.no_grad()
     def analyse(self, x: Tensor, tile_size: int | None = None, progress: Callable | None = None) -> dict:

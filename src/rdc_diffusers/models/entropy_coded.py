@@ -131,17 +131,20 @@ def full_precision(x: Tensor) -> torch.autocast:
     return torch.autocast(x.device.type, enabled=False)
 
 
-def hyperprior_forward(m: nn.Module, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Training pass: ``ŷ`` (straight-through rounding, as at decode time) and the likelihoods of y and z (those
-    in float32 under mixed precision, see :func:`full_precision`)."""
+def hyperprior_forward(m: nn.Module, y: Tensor, gain: Tensor | float = 1.0,
+                       inverse_gain: Tensor | float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Training pass: ``ŷ`` (straight-through rounding, as at decode time) and the likelihoods of y and z, those in
+    float32 under mixed precision (:func:`full_precision`). ``gain``/``inverse_gain``: a variable-rate codec's
+    quantization step, ``(y − μ)·g`` is what gets rounded and coded."""
     z = m.h_a(y)
     with full_precision(y):
         z_hat, z_likelihoods = m.entropy_bottleneck(z.float())
     params = m.h_s(z_hat)
     with full_precision(y):
         y, (scales_hat, means_hat) = y.float(), params.float().chunk(2, 1)
-        _, y_likelihoods = m.gaussian_conditional(y, scales_hat, means=means_hat)
-        return quantize_ste(y - means_hat) + means_hat, {"y": y_likelihoods, "z": z_likelihoods}
+        _, y_likelihoods = m.gaussian_conditional((y - means_hat) * gain, scales_hat * gain)
+        y_hat = quantize_ste((y - means_hat) * gain) * inverse_gain + means_hat  # what the decoder will see
+        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
 
 def hyperprior_side(m: nn.Module, y: Tensor) -> tuple[list, torch.Size, Tensor, Tensor]:
