@@ -13,8 +13,8 @@ coded by the frozen image codec, the next ones predicted from the previous decod
 
 Every run writes `train_log.jsonl` and `args.json` into its output folder, checkpoints with
 `accelerator.save_state` into `<output>/checkpoint` (resumed when present and the run's settings are the same;
-only the budget, `--iterations`/`--max-minutes`/`--log-every`/`--val-every`, and the hardware, `--device`/
-`--mixed-precision`, may change) and ends with
+only the budget, `--iterations`/`--max-minutes`/`--log-every`/`--val-every`, the hardware, `--device`/
+`--mixed-precision`, and the folder, `--output`, may change: a copied folder branches the run) and ends with
 `save_pretrained`. `--max-minutes` stops cleanly at a wall-clock budget.
 """
 
