@@ -297,6 +297,8 @@ def _settings(run: str, a: dict, name: str) -> str:
                     f"lr {a.get('lr')}→{a.get('final_lr')}, EMA {a.get('ema_decay')}")
         if stage == "refiner":
             settings = f"refiner of {' / '.join(a.get('bases', []))} decodes, " + settings
+    if a.get("mixed_precision", "no") != "no":
+        settings += f", {a['mixed_precision']} mixed precision"
     if a.get("init"):
         start = Path(a["init"]).parent.name
         settings += f", warm start from {'this model’s earlier weights' if start == name else start}"
