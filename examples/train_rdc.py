@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-every", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                        help="accelerate's mixed precision: the transforms in bfloat16 (about 2x faster per iteration on "
-                             "this project's AVX-512-BF16 CPU, docs/training.md), entropy models and rounding in "
+                        help="accelerate's mixed precision: the transforms in bfloat16 (about 2x faster per iteration "
+                             "on this project's AVX-512-BF16 CPU, docs/training.md), entropy models and rounding in "
                              "float32; validation and the saved weights are float32 either way")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: accelerate's choice (a GPU when one is visible); cpu: Accelerator(cpu=True) even "
