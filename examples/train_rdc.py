@@ -5,6 +5,8 @@ Stage 2 (`residual`): the residual UNet on the frozen codec's x_init (`--mode cd
 that generates the image from ŷ alone, for the ablation).
 Video (`inter`): the P-frame codec on synthetic clips (moving crops of the stills), each clip's first frame
 coded by the frozen image codec, the next ones predicted from the previous decoded frame.
+Refiner (`refiner`): the residual UNet and an analysis transform on JPEG / WebP / AVIF decodes (issue 13).
+`--adversarial` adds a conditional PatchGAN critic's term to the residual and refiner stages' loss.
 
     python examples/train_rdc.py codec --train-dir ../shared/data/train --lmbda 0.0067 --output runs/codec
     python examples/train_rdc.py residual --codec runs/codec/codec --train-dir ../shared/data/train --output runs/rdc
@@ -15,7 +17,8 @@ Every run writes `train_log.jsonl` and `args.json` into its output folder, check
 `accelerator.save_state` into `<output>/checkpoint` (resumed when present and the run's settings are the same;
 only the budget, `--iterations`/`--max-minutes`/`--log-every`/`--val-every`, the hardware, `--device`/
 `--mixed-precision`, and the folder, `--output`, may change: a copied folder branches the run) and ends with
-`save_pretrained`. `--max-minutes` stops cleanly at a wall-clock budget.
+`save_pretrained`. `--max-minutes` stops cleanly at a wall-clock budget. `ACCELERATE_DYNAMO_BACKEND=inductor` in
+the environment makes accelerate compile the model (the codec stage: 1.2× per iteration, docs/training.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,8 @@ from rdc_diffusers.pipelines.refinement import denoising_loop
 from rdc_diffusers.training import (
     ImageFolderDataset,
     MovingCropDataset,
+    PatchDiscriminator,
+    adversarial_losses,
     list_images,
     psnr,
     rate_distortion_loss,
@@ -63,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="codec stage: train every crop at this one quality (a single-rate model, for the "
                              "equal-budget comparison) instead of each at a random one; validated there")
     parser.add_argument("--codec", help="residual and inter stages: folder of the trained (frozen) image codec; "
-                                        "refiner stage: the codec whose analysis transform starts the refiner's")
+                                        "refiner stage: the codec whose analysis transform starts the refiner's, or a "
+                                        "refiner's own codec folder (with --init its unet: go on from that refiner)")
     parser.add_argument("--bases", nargs="+", default=["jpeg", "webp", "avif"],
                         help="refiner stage: the standard codecs whose decodes it learns to refine")
     parser.add_argument("--frames", type=int, default=3, help="inter stage: frames per synthetic clip (1 I + P)")
@@ -78,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rho", type=float, default=0.1,
                         help="weight of LPIPS against the MSE of [-1, 1] images (CDC's ρ; 0.1 won the ablation in "
                              "docs/training.md)")
+    parser.add_argument("--adversarial", type=float, default=0.0,
+                        help="residual and refiner stages: weight of a non-saturating GAN term from a conditional "
+                             "PatchGAN critic (rdc_diffusers.training.PatchDiscriminator, trained alongside at --lr); "
+                             "0: none")
     parser.add_argument("--few-step-fraction", type=float, default=0.5,
                         help="residual stage: share of batches that start where a 1-8 step DDIM sampler is after "
                              "running the model itself (the others: a noised true residual at a random timestep)")
@@ -354,7 +365,8 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
             block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,
             residual_scale=scale, residual=not cdc,
         )
-    unet, loader, optimizer, ema, noise_scheduler, sampler, step = denoiser_training(args, accelerator, unet, loader)
+    unet, loader, optimizer, ema, noise_scheduler, sampler, critic, step = denoiser_training(args, accelerator, unet,
+                                                                                              loader)
     codec.to(accelerator.device)
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
@@ -369,15 +381,9 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         with torch.no_grad():
             coded = codec(x, quality)
             x_init, y_hat = coded["x_init"].clamp(0, 1), coded["y_hat"]
-        losses = residual_losses(args, unet, noise_scheduler, sampler, x, {"x_init": x_init, "y_hat": y_hat,
-                                                                          "quality": quality})
-        loss = losses["loss"]
-        optimizer.zero_grad()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        ema.step(unet.parameters())
-        return losses
+        cond = {"x_init": x_init, "y_hat": y_hat, "quality": quality}
+        losses = residual_losses(args, unet, noise_scheduler, sampler, x, cond, critic)
+        return denoiser_update(accelerator, unet, optimizer, ema, losses, critic)
 
     def validate() -> dict:
         with ema_weights(ema, accelerator.unwrap_model(unet)):
@@ -425,15 +431,18 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
     if not args.init or not args.codec:
         raise SystemExit("the refiner stage starts from a trained model: give --init (a unet) and --codec")
     output = Path(args.output)
-    image_codec = RDCCodec.from_pretrained(args.codec)
-    base = BaseCodec(N=image_codec.config.N, M=image_codec.config.M)
-    base.g_a.load_state_dict(image_codec.g_a.state_dict())
+    if BaseCodec.load_config(args.codec)["_class_name"] == BaseCodec.__name__:
+        base = warm_start(BaseCodec, args.codec)  # a refiner's own: training goes on from a shipped refiner
+    else:
+        image_codec = RDCCodec.from_pretrained(args.codec)
+        base = BaseCodec(N=image_codec.config.N, M=image_codec.config.M)
+        base.g_a.load_state_dict(image_codec.g_a.state_dict())
     unet = warm_start(ResidualUNet, args.init)
     models = torch.nn.ModuleDict({"unet": unet, "codec": base})
     dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    models, loader, optimizer, ema, noise_scheduler, sampler, step = denoiser_training(args, accelerator, models,
-                                                                                       loader)
+    models, loader, optimizer, ema, noise_scheduler, sampler, critic, step = denoiser_training(args, accelerator,
+                                                                                               models, loader)
     val_images = validation_images(args.val_dir).to(accelerator.device)
 
     def make_pipeline(models: torch.nn.ModuleDict) -> RDCRefinerPipeline:
@@ -447,13 +456,8 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
         x_init, bpp = base_decodes(x, formats)
         cond = {"x_init": x_init, "y_hat": models["codec"](x_init),
                 "quality": BaseCodec.rate_quality(bpp).to(x.device)}
-        losses = residual_losses(args, models["unet"], noise_scheduler, sampler, x, cond)
-        optimizer.zero_grad()
-        accelerator.backward(losses["loss"])
-        accelerator.clip_grad_norm_(models.parameters(), 1.0)
-        optimizer.step()
-        ema.step(models.parameters())
-        return losses
+        losses = residual_losses(args, models["unet"], noise_scheduler, sampler, x, cond, critic)
+        return denoiser_update(accelerator, models, optimizer, ema, losses, critic)
 
     def validate() -> dict:
         with ema_weights(ema, accelerator.unwrap_model(models)):
@@ -486,10 +490,19 @@ def validate_refiner(pipe, images: torch.Tensor, bases: list[str]) -> dict:
     return scores
 
 
+@dataclass
+class Critic:
+    """The adversarial term's discriminator and its optimizer (``--adversarial``)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+
 def denoiser_training(args: argparse.Namespace, accelerator: Accelerator, trained: torch.nn.Module, loader):
     """What the residual and refiner stages set up alike: the noise schedule and its DDIM sampler (for the UNet's
-    prediction type), EMA weights and AdamW over ``trained``, accelerate, and the step of a checkpoint to resume.
-    Returns ``(trained, loader, optimizer, ema, noise_scheduler, sampler, step)``."""
+    prediction type), EMA weights and AdamW over ``trained``, the critic with ``--adversarial``, accelerate, and the
+    step of a checkpoint to resume.
+    Returns ``(trained, loader, optimizer, ema, noise_scheduler, sampler, critic or None, step)``."""
     from diffusers import DDIMScheduler, DDPMScheduler
     from diffusers.training_utils import EMAModel
 
@@ -500,18 +513,42 @@ def denoiser_training(args: argparse.Namespace, accelerator: Accelerator, traine
     ema = EMAModel(trained.parameters(), decay=args.ema_decay)
     optimizer = torch.optim.AdamW(trained.parameters(), lr=args.lr)
     trained, optimizer, loader = accelerator.prepare(trained, optimizer, loader)
+    critic = None
+    if args.adversarial:
+        discriminator = PatchDiscriminator()
+        critic = Critic(*accelerator.prepare(discriminator, torch.optim.AdamW(discriminator.parameters(), lr=args.lr,
+                                                                               betas=(0.5, 0.999))))
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
     step = resume(accelerator, Path(args.output), optimizer)
-    return trained, loader, optimizer, ema, noise_scheduler, DDIMScheduler.from_config(noise_scheduler.config), step
+    sampler = DDIMScheduler.from_config(noise_scheduler.config)
+    return trained, loader, optimizer, ema, noise_scheduler, sampler, critic, step
 
 
-def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x: torch.Tensor, cond: dict) -> dict:
+def denoiser_update(accelerator: Accelerator, trained: torch.nn.Module, optimizer, ema, losses: dict,
+                    critic: Critic | None) -> dict:
+    """One step of the denoiser's optimizer on ``losses["loss"]`` (clipped, then the EMA), then one of the critic's
+    on ``losses["critic"]`` (after: the denoiser's backward also reached the critic's weights). Returns ``losses``."""
+    optimizer.zero_grad()
+    accelerator.backward(losses["loss"])
+    accelerator.clip_grad_norm_(trained.parameters(), 1.0)
+    optimizer.step()
+    ema.step(trained.parameters())
+    if critic is not None:
+        critic.optimizer.zero_grad()
+        accelerator.backward(losses["critic"])
+        critic.optimizer.step()
+    return losses
+
+
+def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x: torch.Tensor, cond: dict,
+                    critic: Critic | None = None) -> dict:
     """The residual stage's loss for clean crops ``x`` given what the decoder has (``cond``: x_init, ŷ, quality).
 
     Half of the batches (``--few-step-fraction``) start where a 1-8 step DDIM sampler really is, after the model's
     own earlier steps (``sampler_state``); the others at a uniform timestep of a noised true residual. The loss is
-    taken on the predicted image x̂0 = base(x_init) + r̂0: MSE of [-1, 1] images + ρ·LPIPS (CDC's x0 variant).
+    taken on the predicted image x̂0 = base(x_init) + r̂0: MSE of [-1, 1] images + ρ·LPIPS (CDC's x0 variant),
+    with a ``critic`` + ``--adversarial``·its non-saturating generator loss (and ``"critic"``: the critic's own loss).
     """
     from accelerate.utils import extract_model_from_parallel
 
@@ -531,7 +568,11 @@ def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x:
     x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
     mse = image_mse(x0, x)
     perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
-    return {"loss": mse + args.rho * perceptual, "mse": mse, "lpips": perceptual}
+    losses = {"loss": mse + args.rho * perceptual, "mse": mse, "lpips": perceptual}
+    if critic is not None:
+        losses["adversarial"], losses["critic"] = adversarial_losses(critic.model, x, x0.clamp(0, 1), cond["x_init"])
+        losses["loss"] = losses["loss"] + args.adversarial * losses["adversarial"]
+    return losses
 
 
 @torch.no_grad()

@@ -9,12 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PYTHON, build_tiny_pipeline, load_pipeline, load_script, python_env, random_image
+from conftest import (
+    PYTHON,
+    build_tiny_pipeline,
+    build_tiny_refiner,
+    load_pipeline,
+    load_script,
+    python_env,
+    random_image,
+)
 from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
 from rdc_diffusers.bitstream.rdc import decode_file
-from rdc_diffusers.training import rate_distortion_loss
+from rdc_diffusers.training import PatchDiscriminator, adversarial_losses, rate_distortion_loss
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
 TINY = ["--crop-size", "64", "--batch-size", "2", "--iterations", "2", "--log-every", "1", "--val-every", "100"]
@@ -224,11 +232,44 @@ def test_the_refiner_stage_learns_on_standard_decodes_and_saves_a_refiner(codec_
     unet = tmp_path / "unet"
     build_tiny_pipeline().unet.save_pretrained(unet)
     out = tmp_path / "refiner"
-    log = train("refiner", "--codec", str(codec_run), "--init", str(unet), "--train-dir", str(photos),
-                "--val-dir", str(photos), "--output", str(out), "--default-steps", "1")
-    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    args = ["refiner", "--codec", str(codec_run), "--init", str(unet), "--train-dir", str(photos), "--val-dir",
+            str(photos), "--output", str(out), "--default-steps", "1", "--adversarial", "0.01"]
+    train(*args)
+    log = train(*args, "--iterations", "3")  # resumed: the critic and its optimizer are in the checkpoint
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    assert all(r["critic"] > 0 and r["adversarial"] > 0 for r in log if "loss" in r)  # the GAN term ran
     assert {f"val_lpips_{d}_{b}" for d in ("fast", "1step") for b in ("jpeg25", "webp30", "avif30")} <= set(log[-1])
     pipe = RDCRefinerPipeline.from_pretrained(out / "pipeline")
     assert not torch.equal(pipe.codec.g_a[0].weight, RDCCodec.from_pretrained(codec_run).g_a[0].weight)  # trained
     data = pipe.compress(random_image(64, 64), format="jpeg", quality=30)
     assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)
+
+
+def test_the_refiner_stage_goes_on_from_a_trained_refiner(codec_run, photos, tmp_path):
+    """--codec may be a refiner's own codec folder: its trained analysis transform is the start, not the image
+    codec's (how the shipped refiner's training is resumed with new settings)."""
+    from rdc_diffusers import RDCRefinerPipeline
+
+    trained = build_tiny_refiner(seed=1)
+    trained.save_pretrained(tmp_path / "trained")
+    out = tmp_path / "refiner"
+    train("refiner", "--codec", str(tmp_path / "trained" / "codec"), "--init", str(tmp_path / "trained" / "unet"),
+          "--train-dir", str(photos), "--val-dir", str(photos), "--output", str(out), "--iterations", "0")
+    pipe = RDCRefinerPipeline.from_pretrained(out / "pipeline")
+    for name, start in (("codec", trained.codec), ("unet", trained.unet)):
+        saved = getattr(pipe, name).state_dict()
+        assert all(torch.equal(saved[k], v) for k, v in start.state_dict().items()), name
+
+
+def test_the_critic_scores_patches_and_its_losses_train_the_right_side():
+    """The adversarial term (--adversarial): the generator's loss reaches the refined image, the critic's does not."""
+    torch.manual_seed(0)
+    critic = PatchDiscriminator()
+    real, x_init = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    fake = torch.rand(2, 3, 64, 64, requires_grad=True)
+    assert critic(real, x_init).shape == (2, 1, 8, 8)  # one logit per patch
+    generator, critic_loss = adversarial_losses(critic, real, fake, x_init)
+    (grad,) = torch.autograd.grad(generator, fake, retain_graph=True)
+    assert grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):  # the critic's sees fake detached
+        torch.autograd.grad(critic_loss, fake)

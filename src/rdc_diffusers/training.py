@@ -1,4 +1,5 @@
-"""Reusable pieces of the training recipe: the image-crop and moving-crop datasets and the rate–distortion loss."""
+"""Reusable pieces of the training recipe: the image-crop and moving-crop datasets, the rate–distortion loss and the
+refiners' realism critic."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from .media.image_io import IMAGE_SUFFIXES
 from .metrics.quality import psnr  # noqa: F401 (re-exported: the training script imports it from here)
@@ -124,3 +126,34 @@ def warm_start(cls: type, folder: str | Path):
     if unexpected:
         raise ValueError(f"{folder} holds weights that {cls.__name__} does not have: {', '.join(unexpected[:5])}")
     return model.train()
+
+
+class PatchDiscriminator(nn.Module):
+    """The realism critic of the denoisers' optional adversarial term (``train_rdc.py --adversarial``, issue 12).
+
+    A conditional PatchGAN (Isola et al. 2017) of the kind HiFiC (Mentzer et al. 2020) uses for generative
+    compression: it scores every ~30 px patch, and it sees ``x_init`` (what the decoder has) beside the image, so it
+    judges the detail the residual adds rather than the content. Spectral norm (Miyato et al. 2018) keeps it
+    Lipschitz without a gradient penalty. Used in training only; nothing of it is shipped.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128)):
+        super().__init__()
+        layers, width = [], 6
+        for out in channels:
+            layers += [spectral_norm(nn.Conv2d(width, out, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            width = out
+        self.net = nn.Sequential(*layers, spectral_norm(nn.Conv2d(width, 1, 3, padding=1)))
+
+    def forward(self, x: Tensor, x_init: Tensor) -> Tensor:
+        """Logits (real vs generated) per patch for images ``x`` in [0, 1] given their ``x_init``."""
+        return self.net(torch.cat([x, x_init], 1) * 2 - 1)
+
+
+def adversarial_losses(critic: PatchDiscriminator, real: Tensor, fake: Tensor, x_init: Tensor
+                       ) -> tuple[Tensor, Tensor]:
+    """The non-saturating GAN losses (Goodfellow et al. 2014) of ``(generator, critic)``: the generator's reaches
+    ``fake``'s graph; the critic's sees ``fake`` detached."""
+    generator = F.softplus(-critic(fake, x_init)).mean()
+    critic_loss = F.softplus(-critic(real, x_init)).mean() + F.softplus(critic(fake.detach(), x_init)).mean()
+    return generator, critic_loss
