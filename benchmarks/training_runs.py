@@ -2,6 +2,7 @@
 single-rate comparison of issue 11.
 
     python benchmarks/training_runs.py --runs LABEL=RUN_DIR_OR_LOG [LABEL=... ...] --out DIR [--title TEXT]
+        [--until STEP]
 
 Each run's ``train_log.jsonl`` (``examples/train_rdc.py codec``) holds validations on real bytes: ``(bpp, PSNR)``
 of the 4 BSDS-test crops at qualities 10, 50 and 90, or at the one ``--fixed-quality`` of a single-rate run. The
@@ -98,11 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", nargs="+", required=True, metavar="LABEL=PATH")
     parser.add_argument("--out", required=True)
     parser.add_argument("--title", default="Codec training runs")
+    parser.add_argument("--until", type=int, default=None,
+                        help="leave out validations after this step (e.g. where the runs' schedules part)")
     args = parser.parse_args(argv)
     sources = dict(run.split("=", 1) for run in args.runs)
     if len(sources) < 2:
         raise SystemExit("give at least two runs, the reference first")
-    runs = {label: validations(Path(path)) for label, path in sources.items()}
+    runs = {label: {step: points for step, points in validations(Path(path)).items()
+                    if args.until is None or step <= args.until} for label, path in sources.items()}
     rows = compare(runs)
     command = "python benchmarks/training_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Seconds per codec training iteration: float32, bfloat16 mixed precision, and bfloat16 with torch.compile.
+"""Seconds per codec training iteration: float32 and bfloat16 mixed precision, each eager and with torch.compile.
 
     python benchmarks/training_speed.py [--model rdc-bsds] [--iterations 12] [--threads 1]
         [--out benchmarks/results/training_speed]
@@ -9,7 +9,8 @@ crops of ``--train-dir`` at random qualities, starting from ``--model``'s codec.
 (``ACCELERATE_DYNAMO_BACKEND=inductor``, no code of ours): its first iterations compile and are reported apart. The
 settings run one after another, twice, in alternating order, so a load that comes and goes hits all of them; the
 report gives each one's median over both rounds, and the loss of the first (same-seed) batch, which shows the
-settings compute the same thing. Writes ``training_speed.json`` and ``training_speed.md``.
+settings compute the same thing. Which is fastest depends on the CPU (bfloat16 pays off only with AVX-512 BF16 or
+AMX), so the report names it. Writes ``training_speed.json`` and ``training_speed.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"float32": ("no", "no"), "bfloat16": ("bf16", "no"), "bfloat16 + torch.compile": ("bf16", "inductor")}
+SETTINGS = {"float32": ("no", "no"), "float32 + torch.compile": ("no", "inductor"), "bfloat16": ("bf16", "no"),
+            "bfloat16 + torch.compile": ("bf16", "inductor")}
 """Name: (accelerate's mixed_precision, its dynamo backend)."""
 WARMUP = 3
 """Iterations not timed: compilation (and the allocator's first passes) happen there."""
@@ -64,6 +66,18 @@ print(json.dumps({"times": times, "first_loss": losses[0]}))
 """
 
 
+def cpu() -> str:
+    """The CPU's model name and its bfloat16 instructions, from /proc/cpuinfo (Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{name}, {os.cpu_count()} cores, bfloat16 instructions: {', '.join(bf16) or 'none'}"
+
+
 def run(setting: str, args: argparse.Namespace) -> dict:
     mixed_precision, backend = SETTINGS[setting]
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "ACCELERATE_DYNAMO_BACKEND": backend,
@@ -93,7 +107,7 @@ def main() -> None:
             rounds[name].append(run(name, args))
             print(name, f"{statistics.median(rounds[name][-1]['times'][WARMUP:]):.2f} s", flush=True)
     report = {"command": "python benchmarks/" + Path(__file__).name + " " + " ".join(sys.argv[1:]),
-              "threads": args.threads, "batch": "4 x 256^2", "settings": {}}
+              "threads": args.threads, "batch": "4 x 256^2", "cpu": cpu(), "settings": {}}
     reference = None
     for name in names:
         timed = [t for r in rounds[name] for t in r["times"][WARMUP:]]
@@ -105,7 +119,8 @@ def main() -> None:
             "first_loss": [r["first_loss"] for r in rounds[name]]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["# Codec training iteration time", "", f"Command: `{report['command']}`; {args.threads} thread(s), "
+    lines = ["# Codec training iteration time", "", f"Command: `{report['command']}`; {report['cpu']}; "
+             f"{args.threads} thread(s), "
              f"batch {report['batch']}, {args.iterations} timed iterations per run, two runs per setting "
              "(alternating order).", "",
              "| setting | median s / iteration | speed-up vs float32 | first 3 iterations (s, per run) | "

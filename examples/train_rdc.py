@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--final-lr", type=float, default=1e-4, help="for the last fifth of the run")
+    parser.add_argument("--warmup-steps", type=int, default=200,
+                        help="linear learning-rate warmup over the run's first iterations (a fresh Adam's first "
+                             "steps move every weight by the full learning rate: a warm start needs this)")
     parser.add_argument("--aux-lr", type=float, default=1e-3)
     parser.add_argument("--gain-lr", type=float, default=1e-3, help="codec stage: the learning rate of the rate gains")
     parser.add_argument("--iterations", type=int, default=20000)
@@ -191,12 +194,10 @@ def codec_update(accelerator: Accelerator, model, loss: torch.Tensor, net_params
 def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
     """Stage 1, variable rate: every crop is trained at its own quality, drawn uniformly from [0, 100], with
     the λ that quality stands for. EMA weights (``--ema-decay``) are what validation scores and what is saved."""
-    from diffusers.training_utils import EMAModel
-
     output = Path(args.output)
     codec = initial_codec(args)
     net_params, optimizer, aux_optimizer = codec_optimizers(codec, args)
-    ema = EMAModel(codec.parameters(), decay=args.ema_decay)
+    ema = ema_model(codec.parameters(), args)
     dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     codec, optimizer, aux_optimizer, loader = accelerator.prepare(codec, optimizer, aux_optimizer, loader)
@@ -227,6 +228,16 @@ def train_codec(args: argparse.Namespace, accelerator: Accelerator, log) -> None
         ema.copy_to(model.parameters())
         model._tables_stale = True
         model.save_pretrained(output / "codec")
+
+
+def ema_model(parameters, args: argparse.Namespace):
+    """EMA weights at ``--ema-decay``. diffusers' ``EMAModel`` ramps its decay up as (1 + n)/(10 + n), so a run's
+    average covers only its last ~n/10 steps until step ~10,000: right for random weights, which are worth nothing,
+    but a warm start's weights are the trained model, so its average uses the full decay from the first step (as a
+    resumed checkpoint's does)."""
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(parameters, decay=args.ema_decay, min_decay=args.ema_decay if args.init else 0.0)
 
 
 @contextmanager
@@ -504,13 +515,12 @@ def denoiser_training(args: argparse.Namespace, accelerator: Accelerator, traine
     step of a checkpoint to resume.
     Returns ``(trained, loader, optimizer, ema, noise_scheduler, sampler, critic or None, step)``."""
     from diffusers import DDIMScheduler, DDPMScheduler
-    from diffusers.training_utils import EMAModel
 
     from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
     unet = trained["unet"] if isinstance(trained, torch.nn.ModuleDict) else trained
     noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=unet.config.prediction_type)
-    ema = EMAModel(trained.parameters(), decay=args.ema_decay)
+    ema = ema_model(trained.parameters(), args)
     optimizer = torch.optim.AdamW(trained.parameters(), lr=args.lr)
     trained, optimizer, loader = accelerator.prepare(trained, optimizer, loader)
     critic = None
@@ -615,16 +625,26 @@ def predicted_sample(scheduler, model_output: torch.Tensor, sample: torch.Tensor
 
 
 def run_loop(args, accelerator, loader, optimizer, step: int, train_step, validate, log) -> None:
-    """The loop both stages share: lr drop in the last fifth, logging, validation + checkpoint, time budget."""
+    """The loop all stages share: lr warmup, lr drop in the last fifth, logging, validation + checkpoint, time
+    budget."""
     output = Path(args.output)
     start = time.time()
+    learning_rates = [group["lr"] for group in optimizer.param_groups]
     while step < args.iterations:
         for x in loader:
             if late_phase(step, args, start):
                 for group in optimizer.param_groups:
                     group["lr"] = args.final_lr
+            elif step < args.warmup_steps:
+                for group, lr in zip(optimizer.param_groups, learning_rates, strict=True):
+                    group["lr"] = lr * (step + 1) / args.warmup_steps
             losses = train_step(x)
             step += 1
+            if not torch.isfinite(losses["loss"]):
+                raise SystemExit(
+                    f"step {step}: the loss is {losses['loss'].item()}; stopped without saving (the weights it "
+                    f"updated are not finite either). {output / 'checkpoint'} holds the last validated step, if "
+                    "any. With --mixed-precision bf16, check that this CPU has AVX-512 BF16 (docs/training.md).")
             done = step >= args.iterations or (
                 args.max_minutes is not None and time.time() - start > 60 * args.max_minutes)
             if step % args.log_every == 0:

@@ -521,3 +521,5 @@ def test_training_runs_compares_validation_curves_and_a_single_rate_point(tmp_pa
     assert rows[0]["rate_difference"]["cheap"] == pytest.approx(-10, abs=0.01)
     assert rows[0]["rate_difference"]["single"] == pytest.approx(5, abs=0.01)
     assert "| 100 | 0.1000 / 25.00 |" in (out / "runs.md").read_text()
+    compare_runs.main(["--runs", f"ref={reference}", f"cheap={cheaper}", "--out", str(out), "--until", "150"])
+    assert [row["step"] for row in json.loads((out / "runs.json").read_text())["comparisons"]] == ["100"]

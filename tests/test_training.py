@@ -208,6 +208,51 @@ def test_a_resumed_run_keeps_its_own_learning_rate_but_the_checkpoints_optimizer
     assert optimizer.state_dict()["state"][0]["step"] == 1  # Adam's moments came back
 
 
+def test_the_learning_rate_warms_up_then_drops_in_the_last_fifth(tmp_path):
+    """A warm start's fresh Adam first moves every weight by the full lr (its first update is the gradient's sign):
+    the lr ramps up linearly over --warmup-steps, for every parameter group, before the last fifth's --final-lr."""
+    from accelerate import Accelerator
+
+    script = load_script("examples/train_rdc.py")
+    accelerator = Accelerator(cpu=True)
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    optimizer = accelerator.prepare(torch.optim.Adam([{"params": a.parameters()},
+                                                      {"params": b.parameters(), "lr": 3e-3}], lr=1e-3))
+    seen = []
+
+    def train_step(x):
+        seen.append([group["lr"] for group in optimizer.param_groups])
+        return {"loss": torch.zeros(())}
+
+    args = argparse.Namespace(output=str(tmp_path), iterations=6, max_minutes=None, warmup_steps=4, final_lr=1e-5,
+                              log_every=100, val_every=100)
+    script.run_loop(args, accelerator, [torch.zeros(1)] * 10, optimizer, 0, train_step, dict, lambda *_: None)
+    expected = [[1e-3 * k / 4, 3e-3 * k / 4] for k in (1, 2, 3, 4)] + [[1e-3, 3e-3], [1e-5, 1e-5]]
+    assert [lr for lrs in seen for lr in lrs] == pytest.approx([lr for lrs in expected for lr in lrs])
+
+
+def test_a_warm_starts_average_uses_the_full_decay_from_the_start():
+    """diffusers ramps the EMA decay up as (1 + n)/(10 + n) for random weights; a warm start's are already trained."""
+    script = load_script("examples/train_rdc.py")
+    parameters = [torch.nn.Parameter(torch.zeros(1))]
+    warm = script.ema_model(parameters, argparse.Namespace(ema_decay=0.999, init="some/codec"))
+    cold = script.ema_model(parameters, argparse.Namespace(ema_decay=0.999, init=None))
+    assert warm.get_decay(100) == 0.999
+    assert cold.get_decay(100) == pytest.approx(100 / 109)
+
+
+def test_a_non_finite_loss_stops_the_run_without_saving(tmp_path):
+    """Seen on a CPU without AVX-512 BF16: compiled bfloat16 gave NaN from the first step; nothing is saved then."""
+    script = load_script("examples/train_rdc.py")
+    args = argparse.Namespace(output=str(tmp_path), iterations=5, max_minutes=None, warmup_steps=0, final_lr=1e-5,
+                              log_every=1, val_every=1)
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(SystemExit, match="step 1: the loss is nan; stopped without saving"):
+        script.run_loop(args, None, [torch.zeros(1)] * 5, optimizer, 0, lambda x: {"loss": torch.tensor(math.nan)},
+                        dict, lambda *_: None)
+    assert not (tmp_path / "checkpoint").exists()
+
+
 def test_the_inter_stage_saves_a_p_frame_codec_for_the_video_pipeline(codec_run, photos, tmp_path):
     out = tmp_path / "inter"
     log = train("inter", "--codec", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
