@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 
 from rdc_diffusers.errors import MissingResultsError
 from rdc_diffusers.evaluation.results import format_quality
-from rdc_diffusers.hub.model_card import render_card
+from rdc_diffusers.hub.model_card import render_card, training_budget
 from rdc_diffusers.hub.pretrained import BUNDLED_DIR, bundled_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +113,16 @@ def test_an_unbenchmarked_card_as_save_pretrained_writes_it():
                        scheduler="DDIMScheduler", repo_id="me/my-rdc")
     assert "Not benchmarked" in card and "default 60" in card and "target_bpp=0.3" in card
     assert 'RDCPipeline.from_pretrained("me/my-rdc")' in card and "model-index" not in card
+
+
+def test_training_budget_counts_what_each_run_added_in_natural_order(tmp_path):
+    def write(run: str, rows: list[tuple[int, float]]) -> None:
+        lines = [json.dumps({"stage": "codec", "step": s, "minutes": m, "loss": 1.0}) for s, m in rows]
+        (tmp_path / f"{run}_train_log.jsonl").write_text("\n".join(lines) + "\n")
+
+    write("codec-phase10", [(1225, 0.9), (1250, 1.8), (1300, 3.0)])  # resumed at its step-1,200 checkpoint
+    write("codec-phase2", [(25, 1.0), (50, 2.0), (25 + 100, 4.0), (150, 0.5), (175, 1.5)])  # two segments
+    budget = training_budget(tmp_path)
+    assert list(budget) == ["codec-phase2", "codec-phase10"]
+    assert budget["codec-phase10"] == {"minutes": 3, "iterations": 100, "args": {}}
+    assert budget["codec-phase2"]["iterations"] == 125 + 50 and budget["codec-phase2"]["minutes"] == 6
