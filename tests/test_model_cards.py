@@ -121,8 +121,12 @@ def test_training_budget_counts_what_each_run_added_in_natural_order(tmp_path):
         (tmp_path / f"{run}_train_log.jsonl").write_text("\n".join(lines) + "\n")
 
     write("codec-phase10", [(1225, 0.9), (1250, 1.8), (1300, 3.0)])  # resumed at its step-1,200 checkpoint
-    write("codec-phase2", [(25, 1.0), (50, 2.0), (25 + 100, 4.0), (150, 0.5), (175, 1.5)])  # two segments
+    write("codec-phase2", [(25, 1.0), (50, 2.0), (125, 4.0), (150, 0.5), (175, 1.5)])  # two segments
+    (tmp_path / "residual_train_log.jsonl").write_text(  # a start row without a loss: counted from that step
+        json.dumps({"stage": "residual", "step": 100, "minutes": 0.2}) + "\n"
+        + json.dumps({"stage": "residual", "step": 150, "minutes": 1.0, "loss": 1.0}) + "\n")
     budget = training_budget(tmp_path)
-    assert list(budget) == ["codec-phase2", "codec-phase10"]
+    assert list(budget) == ["codec-phase2", "codec-phase10", "residual"]
+    assert budget["residual"]["iterations"] == 50
     assert budget["codec-phase10"] == {"minutes": 3, "iterations": 100, "args": {}}
     assert budget["codec-phase2"]["iterations"] == 125 + 50 and budget["codec-phase2"]["minutes"] == 6

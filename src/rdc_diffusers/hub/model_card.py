@@ -78,8 +78,9 @@ def training_budget(training_dir: str | Path) -> dict:
 
     ``<run>`` is the stage (``codec``, ``residual``, ``inter``), or ``<stage>-<tag>`` for an earlier run of a
     model that was fine-tuned again (e.g. ``codec-0.0018`` before ``codec`` at a new λ). A resumed run restarts
-    the clock, which splits a log into segments; the steps are global, so each segment counts from its first
-    step less one log interval (where its checkpoint was, unless the run logged a row at its start step).
+    the clock, which splits a log into segments. Steps are global, so a segment is counted from one log interval
+    before its first row (its checkpoint, to within an interval) or from a first row without a loss (the residual
+    stage logs one at its start step).
     """
     budget = {}
     logs = sorted(Path(training_dir).glob("*_train_log.jsonl"), key=lambda p: _natural_key(p.name))
