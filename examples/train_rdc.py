@@ -417,7 +417,7 @@ BASE_VALIDATION_QUALITIES = {"jpeg": (10, 25, 50), "webp": (5, 30, 60), "avif": 
 
 def base_decodes(x: torch.Tensor, formats: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each crop of ``x`` coded by its base codec at a random quality of its range and decoded by Pillow, as a
-    receiver of the file decodes it: ``(x_init, bpp)``."""
+    receiver of the file decodes it: ``(x_init, bpp)``, the bpp of its coded pixels (``BaseCodec.payload_bytes``)."""
     from rdc_diffusers import BaseCodec
 
     decoded, bpp = [], []
@@ -426,15 +426,16 @@ def base_decodes(x: torch.Tensor, formats: list[str]) -> tuple[torch.Tensor, tor
         picture = Image.fromarray((crop * 255).round().byte().permute(1, 2, 0).cpu().numpy())
         data = BaseCodec.encode(picture, name, int(torch.randint(lo, hi + 1, ()).item()))
         decoded.append(BaseCodec.decode(data)[0])
-        bpp.append(8 * len(data) / (crop.shape[-1] * crop.shape[-2]))
+        bpp.append(8 * BaseCodec.payload_bytes(data) / (crop.shape[-1] * crop.shape[-2]))
     return torch.cat(decoded).to(x.device), torch.tensor(bpp)
 
 
 def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
     """Issue 13: the residual UNet (``--init``) and an analysis transform (from ``--codec``'s) learn to refine
     JPEG / WebP / AVIF decodes: each crop is coded by a random one of ``--bases`` at a random quality, ŷ is the
-    analysis transform of its decode (computed by the receiver: no bits), the quality input comes from the file's
-    rate (``BaseCodec.rate_quality``). The loss is the residual stage's; the UNet keeps its ``residual_scale``."""
+    analysis transform of its decode (computed by the receiver: no bits), the quality input comes from the rate of
+    the file's coded pixels (``BaseCodec.rate_quality``). The loss is the residual stage's; the UNet keeps its
+    ``residual_scale``."""
     from diffusers import DDIMScheduler
 
     from rdc_diffusers import BaseCodec, RDCRefinerPipeline, ResidualUNet

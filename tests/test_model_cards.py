@@ -130,3 +130,16 @@ def test_training_budget_counts_what_each_run_added_in_natural_order(tmp_path):
     assert budget["residual"]["iterations"] == 50
     assert budget["codec-phase10"] == {"minutes": 3, "iterations": 100, "args": {}}
     assert budget["codec-phase2"]["iterations"] == 125 + 50 and budget["codec-phase2"]["minutes"] == 6
+
+
+def test_a_run_started_from_a_component_inside_the_model_is_its_own_earlier_weights(tmp_path):
+    """The refiner trains on from the model's refiner/unet: not another model the card should credit."""
+    runs = {"refiner": "src/rdc_diffusers/bundled/my-rdc/refiner/unet", "codec": "runs/vr_codec/codec",
+            "residual": "src/rdc_diffusers/bundled/my-rdc-q3/unet"}
+    for run, init in runs.items():
+        (tmp_path / f"{run}_args.json").write_text(json.dumps({"stage": run, "init": init}))
+        (tmp_path / f"{run}_train_log.jsonl").write_text(json.dumps({"stage": run, "step": 10, "minutes": 1.0}) + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    assert "on top of the training of my-rdc-q3, vr_codec it started from" in card
+    assert card.count("warm start from this model’s earlier weights") == 1

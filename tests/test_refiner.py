@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from rdc_diffusers import BaseCodec, DecompressionBombError, RateTargetError, RD
 from rdc_diffusers.media.image_io import to_tensor
 from rdc_diffusers.media.standard_codecs import FORMATS
 from rdc_diffusers.models.base_codec import RATE_ANCHORS
+
+EXAMPLE_IMAGE = Path(__file__).parents[1] / "examples" / "images" / "kodim23.png"
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,48 @@ def test_the_unets_quality_input_follows_the_files_rate():
     assert BaseCodec.rate_quality(torch.tensor(rates)).tolist() == pytest.approx(qualities, abs=1e-4)
     steps = BaseCodec.rate_quality(torch.tensor([0.01, 0.1, 0.3, 0.7, 5.0])).tolist()
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 100
+
+
+def save(image: Image.Image, name: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, FORMATS[name], **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_the_quality_input_counts_coded_pixels_not_headers_or_metadata(name):
+    """Pillow's headers alone are 0.02-0.3 bpp on a 128² crop, and EXIF can be any size: the rate the quality input
+    comes from must be that of the pixels, the same for a training crop as for a whole photo."""
+    image = random_image(128, 128)
+    plain = save(image, name, quality=30)
+    payload = BaseCodec.payload_bytes(plain)
+    assert 0.8 * len(plain) - 700 < payload < len(plain) - 10  # a header was left out, and no more than that
+    if name != "avif":  # libavif stores EXIF as an item inside mdat, counted (see payload_bytes)
+        exif = Image.Exif()
+        exif[0x010F] = "camera maker " * 500
+        assert BaseCodec.payload_bytes(save(image, name, quality=30, exif=exif)) == payload
+    assert BaseCodec.payload_bytes(b"not a container at all") == len(b"not a container at all")
+
+
+def test_headers_and_exif_do_not_change_the_refinement(refiner):
+    """A smooth 192x128 crop as a JPEG at quality 10: its header alone would move the quality input from 23 to 45."""
+    refiner = copy.deepcopy(refiner)
+    torch.nn.init.normal_(refiner.unet.unet.class_embedding.linear_2.weight)  # zero at first: make the quality matter
+    image = Image.open(EXAMPLE_IMAGE).convert("RGB").crop((256, 128, 448, 256))
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker " * 500
+    plain, tagged = save(image, "jpeg", quality=10), save(image, "jpeg", quality=10, exif=exif)
+    assert np.array_equal(pixels(refiner.decompress(plain).images[0]), pixels(refiner.decompress(tagged).images[0]))
+    pixels_quality = BaseCodec.rate_quality(8 * BaseCodec.payload_bytes(plain) / (192 * 128)).item()
+    assert pixels_quality < BaseCodec.rate_quality(8 * len(plain) / (192 * 128)).item() - 15
+
+
+def test_a_progressive_jpegs_payload_is_its_scans_without_the_tables_between_them():
+    image = random_image(64, 96)
+    baseline, progressive = save(image, "jpeg", quality=50), save(image, "jpeg", quality=50, progressive=True)
+    payload = BaseCodec.payload_bytes(progressive)
+    assert 0.75 * BaseCodec.payload_bytes(baseline) < payload < BaseCodec.payload_bytes(baseline)
+    assert payload < len(progressive) - 500  # its Huffman tables: ~250 bytes before the first scan, more between
 
 
 def test_an_image_model_names_its_refiner(refiner, tmp_path):

@@ -273,7 +273,7 @@ def render_card(
         for run, t in training.items():
             lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {_settings(run, t['args'], name)} |")
         total = sum(t["minutes"] for t in training.values())
-        starts = {Path(t["args"]["init"]).parent.name for t in training.values() if t["args"].get("init")}
+        starts = {_warm_start(t["args"]["init"], name) for t in training.values() if t["args"].get("init")}
         warm = sorted(starts - {name})
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
@@ -318,6 +318,12 @@ def _settings(run: str, a: dict, name: str) -> str:
     if a.get("mixed_precision", "no") != "no":
         settings += f", {a['mixed_precision']} mixed precision"
     if a.get("init"):
-        start = Path(a["init"]).parent.name
+        start = _warm_start(a["init"], name)
         settings += f", warm start from {'this model’s earlier weights' if start == name else start}"
     return settings
+
+
+def _warm_start(init: str, name: str) -> str:
+    """The model a run started from: ``name`` itself when ``init`` lies anywhere in its folder (e.g. its
+    ``refiner/unet``), else the folder holding the component (``runs/vr_codec/codec`` → ``vr_codec``)."""
+    return name if name in Path(init).parent.parts else Path(init).parent.name

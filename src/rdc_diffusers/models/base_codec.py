@@ -34,8 +34,9 @@ class BaseCodec(ModelMixin, ConfigMixin):
         decode:  file ─Pillow─► x_init;  ŷ = g_a(x_init) (not coded: computed from what the decoder has)
 
     ``g_a`` starts as the image codec's own analysis transform and is trained with the UNet on base-codec
-    decodes. The file carries no quality, so the UNet's quality input is derived from the file's rate
-    (:meth:`rate_quality`).
+    decodes. The file carries no quality, so the UNet's quality input is derived from the rate of its coded pixels
+    (:meth:`rate_quality` of :meth:`payload_bytes`: headers and metadata left out, so a 128² training crop and a
+    whole photo, with EXIF or without, are judged by their pixels alone).
 
     Args:
         N, M: ``g_a``'s channels (M: the latent's, as the UNet expects).
@@ -51,6 +52,7 @@ class BaseCodec(ModelMixin, ConfigMixin):
 
     encode = staticmethod(standard_codecs.encode)
     probe = staticmethod(standard_codecs.probe)
+    payload_bytes = staticmethod(standard_codecs.payload_bytes)
 
     @staticmethod
     def decode(data: bytes) -> tuple[Tensor, str]:
@@ -65,8 +67,8 @@ class BaseCodec(ModelMixin, ConfigMixin):
 
     @staticmethod
     def rate_quality(bpp: float | Tensor) -> Tensor:
-        """The UNet's quality input for a file of ``bpp`` bits per pixel: :data:`RATE_ANCHORS` interpolated in
-        log-rate, clamped to [0, 100]."""
+        """The UNet's quality input for a file whose coded pixels take ``bpp`` bits per pixel (see
+        :meth:`payload_bytes`): :data:`RATE_ANCHORS` interpolated in log-rate, clamped to [0, 100]."""
         log_rates = [math.log(b) for b, _ in RATE_ANCHORS]
         qualities = [q for _, q in RATE_ANCHORS]
         values = np.log(np.clip(np.asarray(bpp, dtype=np.float64), 1e-6, None))
