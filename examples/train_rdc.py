@@ -417,24 +417,24 @@ BASE_VALIDATION_QUALITIES = {"jpeg": (10, 25, 50), "webp": (5, 30, 60), "avif": 
 
 def base_decodes(x: torch.Tensor, formats: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each crop of ``x`` coded by its base codec at a random quality of its range and decoded by Pillow, as a
-    receiver of the file decodes it: ``(x_init, bpp)``, the bpp of its coded pixels (``BaseCodec.payload_bytes``)."""
+    receiver of the file decodes it: ``(x_init, quality)``, the UNet's quality input (``BaseCodec.file_quality``)."""
     from rdc_diffusers import BaseCodec
 
-    decoded, bpp = [], []
+    decoded, quality = [], []
     for crop, name in zip(x, formats, strict=True):
         lo, hi = BASE_QUALITIES[name]
         picture = Image.fromarray((crop * 255).round().byte().permute(1, 2, 0).cpu().numpy())
         data = BaseCodec.encode(picture, name, int(torch.randint(lo, hi + 1, ()).item()))
         decoded.append(BaseCodec.decode(data)[0])
-        bpp.append(8 * BaseCodec.payload_bytes(data) / (crop.shape[-1] * crop.shape[-2]))
-    return torch.cat(decoded).to(x.device), torch.tensor(bpp)
+        quality.append(BaseCodec.file_quality(data, crop.shape[-1], crop.shape[-2]))
+    return torch.cat(decoded).to(x.device), torch.tensor(quality, device=x.device)
 
 
 def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> None:
     """Issue 13: the residual UNet (``--init``) and an analysis transform (from ``--codec``'s) learn to refine
     JPEG / WebP / AVIF decodes: each crop is coded by a random one of ``--bases`` at a random quality, ŷ is the
     analysis transform of its decode (computed by the receiver: no bits), the quality input comes from the rate of
-    the file's coded pixels (``BaseCodec.rate_quality``). The loss is the residual stage's; the UNet keeps its
+    the file's coded pixels (``BaseCodec.file_quality``). The loss is the residual stage's; the UNet keeps its
     ``residual_scale``."""
     from diffusers import DDIMScheduler
 
@@ -465,9 +465,8 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
 
     def train_step(x: torch.Tensor) -> dict:
         formats = [args.bases[i] for i in torch.randint(len(args.bases), (x.shape[0],)).tolist()]
-        x_init, bpp = base_decodes(x, formats)
-        cond = {"x_init": x_init, "y_hat": models["codec"](x_init),
-                "quality": BaseCodec.rate_quality(bpp).to(x.device)}
+        x_init, quality = base_decodes(x, formats)
+        cond = {"x_init": x_init, "y_hat": models["codec"](x_init), "quality": quality}
         losses = residual_losses(args, models["unet"], noise_scheduler, sampler, x, cond, critic)
         return denoiser_update(accelerator, models, optimizer, ema, losses, critic)
 

@@ -35,7 +35,7 @@ class BaseCodec(ModelMixin, ConfigMixin):
 
     ``g_a`` starts as the image codec's own analysis transform and is trained with the UNet on base-codec
     decodes. The file carries no quality, so the UNet's quality input is derived from the rate of its coded pixels
-    (:meth:`rate_quality` of :meth:`payload_bytes`: headers and metadata left out, so a 128² training crop and a
+    (:meth:`file_quality`: headers and metadata left out, so a 128² training crop and a
     whole photo, with EXIF or without, are judged by their pixels alone).
 
     Args:
@@ -73,3 +73,9 @@ class BaseCodec(ModelMixin, ConfigMixin):
         qualities = [q for _, q in RATE_ANCHORS]
         values = np.log(np.clip(np.asarray(bpp, dtype=np.float64), 1e-6, None))
         return torch.as_tensor(np.interp(values, log_rates, qualities), dtype=torch.float32)
+
+    @classmethod
+    def file_quality(cls, data: bytes, width: int, height: int) -> float:
+        """The UNet's quality input for a file of ``width`` × ``height`` pixels: :meth:`rate_quality` of its coded
+        pixels' rate. Training and decoding both ask this, so the two cannot drift apart."""
+        return cls.rate_quality(8 * cls.payload_bytes(data) / (width * height)).item()

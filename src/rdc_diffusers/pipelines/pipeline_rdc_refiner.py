@@ -46,7 +46,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
     .. code-block:: none
 
         compress:    x ─Pillow─► .jpg / .webp / .avif bytes (nothing added)
-        decompress:  bytes ─Pillow─► x_init;  ŷ = codec.g_a(x_init);  q = rate_quality(payload bpp)
+        decompress:  bytes ─Pillow─► x_init;  ŷ = codec.g_a(x_init);  q = file_quality(bytes)
                      refine=True: r_T ~ N(0, I) (seeded) ─scheduler × unet(·, t, x_init, ŷ, q)─► r_0
                                   x̂ = clamp(x_init + s · r_0 / residual_scale, 0, 1), s = strength
 
@@ -160,7 +160,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         if refine and steps > 0 and strength > 0:
             device = self._execution_device
             x = pad_to_multiple(x_init, self.codec.alignment).to(device)
-            quality = self.codec.rate_quality(8 * self.codec.payload_bytes(data) / (width * height)).item()
+            quality = self.codec.file_quality(data, width, height)
             if generator is None:
                 generator = torch.Generator("cpu").manual_seed(seed)
             noise = randn_tensor(x.shape, generator=generator, device=device, dtype=self.unet.dtype)
