@@ -144,8 +144,9 @@ def test_under_bfloat16_autocast_the_rates_and_outputs_stay_float32(bundled_code
         assert mixed[key].dtype == torch.float32
     assert all(likelihoods.dtype == torch.float32 for likelihoods in mixed["likelihoods"].values())
     assert abs(bits(mixed) / bits(full) - 1) < 0.01
-    # bfloat16 keeps ~3 digits through the synthesis: 0.07 dB on this 35.6 dB crop with the phase-8 weights.
-    assert abs(psnr(mixed["x_init"], x) - psnr(full["x_init"], x)) < 0.1
+    # bfloat16 keeps ~3 digits through the synthesis: its MSE was 1.6 % above float32's on this crop with the phase-8
+    # weights (35.6 dB), 2.9 % with session 17's (36.0 dB; the nearer the reconstruction, the more its rounding shows).
+    assert abs(torch.mean((mixed["x_init"] - x) ** 2) / torch.mean((full["x_init"] - x) ** 2) - 1) < 0.05
 
 
 def test_the_bundled_codec_decodes_bit_exactly_at_the_coded_quality(bundled_codec, photo):
