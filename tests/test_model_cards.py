@@ -83,6 +83,17 @@ def test_a_card_needs_its_default_quality_and_both_decodes(tmp_path):
         make_cards.render_bundled_card("rdc-bsds", tmp_path)
 
 
+def test_a_note_on_the_results_reaches_the_card(tmp_path):
+    """A hand-added ``info.note`` (e.g. why the times are not the model's speed) is what the card's reader needs."""
+    results = json.loads(RESULTS.read_text())
+    results["info"]["note"] = "measured while another job ran"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert "Note: measured while another job ran" in make_cards.render_bundled_card("rdc-bsds", tmp_path)
+    del results["info"]["note"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert "Note:" not in make_cards.render_bundled_card("rdc-bsds", tmp_path)
+
+
 def test_results_may_be_split_over_files_but_not_duplicated(tmp_path):
     results = json.loads(RESULTS.read_text())
     mine = {k: v for k, v in results["summary"].items() if v["method"] == "rdc-bsds"}

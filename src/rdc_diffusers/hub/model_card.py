@@ -224,6 +224,8 @@ def render_card(
         lines += ["", f"Measured by `{source}`" if source else "Measured by benchmarks/run.py",
                   f"on {info.get('processor', 'a CPU')} with {info.get('torch_threads', '?')} torch threads (device: "
                   f"{info.get('device', 'cpu')}). bpp counts the whole file; means over images.", ""]
+        if info.get("note"):
+            lines += [f"Note: {info['note']}", ""]
     lines += [
         "## Intended use",
         "",
