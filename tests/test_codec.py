@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from rdc_diffusers import RDCCodec
+from rdc_diffusers import IncompatibleModelError, RDCCodec
 from rdc_diffusers.hub.pretrained import BUNDLED_DIR, DEFAULT_MODEL
 from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.models.codec import REFERENCE_LMBDA, check_quality
@@ -260,6 +260,18 @@ def test_a_codec_saved_without_gains_warm_starts_with_initialised_gains(tmp_path
     for name, tensor in old.state_dict().items():
         if not name.startswith("log_"):
             assert torch.equal(loaded[name], tensor), name
+
+
+def test_from_pretrained_refuses_a_folder_without_some_weights(tmp_path):
+    """diffusers only warns about missing weights and keeps them random: a codec that would decode garbage."""
+    tiny_codec().save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("log_")}, weights,
+              metadata={"format": "pt"})
+
+    with pytest.raises(IncompatibleModelError, match="log_gain.*older rdc-diffusers.*--init"):
+        RDCCodec.from_pretrained(tmp_path)
+    assert warm_start(RDCCodec, tmp_path).training  # the way on
 
 
 def test_warm_start_refuses_weights_the_model_does_not_have(tmp_path):

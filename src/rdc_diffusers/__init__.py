@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     DecompressionBombError,
+    IncompatibleModelError,
     RateTargetError,
     RDCError,
     RDCFormatError,
@@ -68,6 +69,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "BaseCodec",
     "DecompressionBombError",
+    "IncompatibleModelError",
     "RDCCodec",
     "RDCError",
     "RDCFormatError",

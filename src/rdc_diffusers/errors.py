@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
-    "CLIError", "DecompressionBombError", "MissingResultsError", "RDCError", "RDCFormatError", "RDCModelMismatchError",
-    "RateTargetError", "ResultsFileError", "UnsupportedImageError", "UnsupportedSchedulerError",
-    "UnsupportedVideoError",
+    "CLIError", "DecompressionBombError", "IncompatibleModelError", "MissingResultsError", "RDCError", "RDCFormatError",
+    "RDCModelMismatchError", "RateTargetError", "ResultsFileError", "UnsupportedImageError",
+    "UnsupportedSchedulerError", "UnsupportedVideoError",
 ]
 
 
@@ -23,6 +23,10 @@ class DecompressionBombError(RDCFormatError):
 
 class RDCModelMismatchError(RDCFormatError):
     """A valid file written by another model than the one decoding it."""
+
+
+class IncompatibleModelError(RDCError, ValueError):
+    """A model folder that lacks weights its class has: saved by an older release, before a layer existed."""
 
 
 class UnsupportedImageError(RDCError, ValueError):
