@@ -11,8 +11,16 @@ import pytest
 import torch
 from conftest import build_tiny_pipeline, build_tiny_refiner, random_image
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
-from rdc_diffusers import BaseCodec, DecompressionBombError, RateTargetError, RDCFormatError, RDCRefinerPipeline
+from rdc_diffusers import (
+    BaseCodec,
+    DecompressionBombError,
+    IncompatibleModelError,
+    RateTargetError,
+    RDCFormatError,
+    RDCRefinerPipeline,
+)
 from rdc_diffusers.media.image_io import to_tensor
 from rdc_diffusers.media.standard_codecs import FORMATS
 from rdc_diffusers.models.base_codec import RATE_ANCHORS
@@ -38,6 +46,14 @@ def test_the_file_is_a_standard_one_and_the_plain_decode_is_pillows(refiner, nam
     out = refiner.decompress(data, refine=False)
     assert np.array_equal(pixels(out.images[0]), plain)
     assert out.bpp == [8 * len(data) / (80 * 48)]
+
+
+def test_an_analysis_transform_folder_without_some_weights_is_refused(refiner, tmp_path):
+    refiner.codec.save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if "beta" not in k}, weights, metadata={"format": "pt"})
+    with pytest.raises(IncompatibleModelError, match="beta"):
+        BaseCodec.from_pretrained(tmp_path)
 
 
 def test_refinement_is_seeded_and_strength_zero_is_the_plain_decode(refiner):

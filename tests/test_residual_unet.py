@@ -1,12 +1,13 @@
 """The residual denoiser and its CDC-style variant (the ablation baseline): what each adds its output to, and how
 one UNet serves every quality."""
 
+import pytest
 import torch
 from conftest import random_image
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file, save_file
 
-from rdc_diffusers import RDCPipeline, ResidualUNet
+from rdc_diffusers import IncompatibleModelError, RDCPipeline, ResidualUNet
 from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 from rdc_diffusers.training import warm_start
 
@@ -84,6 +85,8 @@ def test_a_unet_saved_without_the_quality_embedding_warm_starts_unchanged(tmp_pa
     state = load_file(weights)
     save_file({k: v for k, v in state.items() if "class_embedding" not in k}, weights, metadata={"format": "pt"})
 
+    with pytest.raises(IncompatibleModelError, match="class_embedding.*older rdc-diffusers"):
+        ResidualUNet.from_pretrained(tmp_path)  # diffusers would leave the embedding random: a changed model
     unet = warm_start(ResidualUNet, tmp_path)
 
     assert unet.training
@@ -95,6 +98,12 @@ def test_a_unet_saved_without_the_quality_embedding_warm_starts_unchanged(tmp_pa
     for quality in (0, 50, 100):
         torch.testing.assert_close(unet(sample, 10, x_init=x_init, y_hat=y_hat, quality=quality).sample,
                                    old(sample, 10, x_init=x_init, y_hat=y_hat, quality=quality).sample)
+
+
+def test_a_complete_unet_folder_loads_with_its_loading_info(tmp_path):
+    tiny_unet().save_pretrained(tmp_path)
+    unet, info = ResidualUNet.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(unet, ResidualUNet) and not info["missing_keys"]
 
 
 def test_the_cdc_style_unet_ignores_x_init_and_has_fewer_inputs():

@@ -19,13 +19,14 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from ..media import standard_codecs
+from .complete_weights import CompleteWeightsMixin
 
 RATE_ANCHORS = ((0.092, 0.0), (0.241, 25.0), (0.499, 50.0), (0.826, 75.0), (1.222, 100.0))
 """(bpp, quality) of ``rdc-bsds`` on Kodak (benchmarks/results): a file's rate becomes the quality the residual
 UNet is conditioned on, the quality at which our own codec spends as many bits."""
 
 
-class BaseCodec(ModelMixin, ConfigMixin):
+class BaseCodec(CompleteWeightsMixin, ModelMixin, ConfigMixin):
     r"""JPEG, WebP or AVIF through Pillow, plus the analysis transform ``g_a`` of [`RDCCodec`]'s shape.
 
     .. code-block:: none

@@ -18,7 +18,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from ..errors import IncompatibleModelError
+from .complete_weights import CompleteWeightsMixin
 
 __all__ = ["EntropyCodedModel", "code_y", "full_precision", "hyperprior_compress", "hyperprior_decompress",
            "hyperprior_forward", "hyperprior_side"]
@@ -36,7 +36,7 @@ def _resize_entropy_buffers(module, state_dict, prefix, *args) -> None:
     update_registered_buffers(module, prefix[:-1], names, state_dict, policy="resize")
 
 
-class EntropyCodedModel(ModelMixin, ConfigMixin):
+class EntropyCodedModel(CompleteWeightsMixin, ModelMixin, ConfigMixin):
     """Base of the codecs: compressai entropy models inside a diffusers ``ModelMixin``.
 
     The CDF tables are saved with the weights, so bytes written before ``save_pretrained`` decode
@@ -116,23 +116,12 @@ class EntropyCodedModel(ModelMixin, ConfigMixin):
         (so no ``low_cpu_mem_usage``), and the scale indexes that drive the entropy coder must be
         computed identically by encoder and decoder, which half precision does not guarantee.
 
-        A folder without some of the class's weights (saved before they existed, e.g. a single-rate codec from
-        before the rate gains) raises :class:`~rdc_diffusers.errors.IncompatibleModelError`: diffusers would only
-        warn and keep them at their random initialisation, a model that decodes garbage.
+        Folders missing some weights are refused (:class:`~.complete_weights.CompleteWeightsMixin`).
         """
         kwargs["low_cpu_mem_usage"] = False
         kwargs.pop("torch_dtype", None)
         kwargs.pop("dtype", None)
-        with_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            names = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-            raise IncompatibleModelError(
-                f"{args[0] if args else 'the model folder'} has no weights for {len(missing)} of {cls.__name__}'s "
-                f"tensors ({names}): it was saved by an older rdc-diffusers. Warm-start from it instead "
-                f"(rdc_diffusers.training.warm_start, or examples/train_rdc.py --init)")
-        return (model, info) if with_info else model
+        return super().from_pretrained(*args, **kwargs)
 
 
 # The mean-scale hyperprior (Minnen et al. 2018) on a latent y, for any module holding compressai's layout:

@@ -8,6 +8,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 from torch import Tensor, nn
 
+from .complete_weights import CompleteWeightsMixin
+
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
@@ -17,7 +19,7 @@ def _to_weight_dtype(module: nn.Module, args: tuple) -> tuple:
     return tuple(a.to(module.linear_1.weight.dtype) for a in args)
 
 
-class ResidualUNet(ModelMixin, ConfigMixin):
+class ResidualUNet(CompleteWeightsMixin, ModelMixin, ConfigMixin):
     r"""Denoiser of the residual ``r = x − x_init`` in the second stage of the RDC decoder.
 
     .. code-block:: none
@@ -102,11 +104,13 @@ class ResidualUNet(ModelMixin, ConfigMixin):
         diffusers hands over the weights where safetensors put them, at other memory alignments than
         freshly built parameters, and the CPU convolution kernels then sum in another order: the refined
         pixels of a model and of its reloaded copy would differ by ~3e-6. Copying makes them bit-identical.
+        Folders missing some weights are refused (:class:`~.complete_weights.CompleteWeightsMixin`).
         """
-        model = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
         for tensor in [*model.parameters(), *model.buffers()]:
             tensor.data = tensor.data.clone()
-        return model
+        return loaded
 
     @property
     def alignment(self) -> int:
