@@ -133,11 +133,14 @@ def test_training_budget_counts_what_each_run_added_in_natural_order(tmp_path):
 
     write("codec-phase10", [(1225, 0.9), (1250, 1.8), (1300, 3.0)])  # resumed at its step-1,200 checkpoint
     write("codec-phase2", [(25, 1.0), (50, 2.0), (125, 4.0), (150, 0.5), (175, 1.5)])  # two segments
+    # stopped at step 60, resumed from its step-50 checkpoint: steps 51-60 ran twice but count once
+    write("codec-phase3", [(25, 1.0), (50, 2.0), (60, 2.4), (75, 0.5), (100, 1.5)])
     (tmp_path / "residual_train_log.jsonl").write_text(  # a start row without a loss: counted from that step
         json.dumps({"stage": "residual", "step": 100, "minutes": 0.2}) + "\n"
         + json.dumps({"stage": "residual", "step": 150, "minutes": 1.0, "loss": 1.0}) + "\n")
     budget = training_budget(tmp_path)
-    assert list(budget) == ["codec-phase2", "codec-phase10", "residual"]
+    assert list(budget) == ["codec-phase2", "codec-phase3", "codec-phase10", "residual"]
+    assert budget["codec-phase3"]["iterations"] == 100
     assert budget["residual"]["iterations"] == 50
     assert budget["codec-phase10"] == {"minutes": 3, "iterations": 100, "args": {}}
     assert budget["codec-phase2"]["iterations"] == 125 + 50 and budget["codec-phase2"]["minutes"] == 6

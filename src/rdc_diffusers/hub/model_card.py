@@ -95,15 +95,24 @@ def training_budget(training_dir: str | Path) -> dict:
         args_file = log.with_name(log.name.replace("_train_log.jsonl", "_args.json"))
         args = json.loads(args_file.read_text()) if args_file.exists() else {}
         budget[log.name.split("_")[0]] = {"minutes": round(sum(s[-1]["minutes"] for s in segments)),
-                                          "iterations": sum(map(_iterations, segments)), "args": args}
+                                          "iterations": _iterations(segments), "args": args}
     return budget
 
 
-def _iterations(segment: list[dict]) -> int:
-    """Iterations a log segment ran: from its first step less the logging interval to its last step."""
-    steps = sorted({row["step"] for row in segment})
-    interval = steps[1] - steps[0] if len(steps) > 1 and "loss" in segment[0] else 0
-    return steps[-1] - max(steps[0] - interval, 0)
+def _iterations(segments: list[list[dict]]) -> int:
+    """Steps the segments covered, each counted once: a segment spans from its first step less the logging interval
+    to its last step, and a run resumed from a checkpoint a few steps before where the last one stopped covers those
+    steps again."""
+    spans = []
+    for segment in segments:
+        steps = sorted({row["step"] for row in segment})
+        interval = steps[1] - steps[0] if len(steps) > 1 and "loss" in segment[0] else 0
+        spans.append((max(steps[0] - interval, 0), steps[-1]))
+    covered, reached = 0, -1
+    for start, end in sorted(spans):
+        covered += max(end - max(start, reached), 0)
+        reached = max(reached, end)
+    return covered
 
 
 def _natural_key(name: str) -> list:
