@@ -122,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="seed written into the files (refinement noise)")
+    parser.add_argument("--encoder-steps", type=int, default=0,
+                        help="latent optimisation steps per encode (RDCPipeline.compress; default 0: none)")
     parser.add_argument("--no-fid", action="store_true", help="skip patch FID/KID")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
     parser.add_argument("--speed-image", default="kodim23.png", help="image of --data for the speed table")
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{type(pipe.scheduler).__name__} {plural(steps, 'step')}, {len(paths)} images")
         decodes = {"fast": {"refine": False}, decode_name(type(pipe.scheduler).__name__, steps): {}}
         model_records = evaluate_pipeline(pipe, paths, decodes=decodes, quality=points, seed=args.seed, fid=fid,
-                                          progress=True)
+                                          progress=True, encoder_steps=args.encoder_steps)
         for record in model_records:  # one curve per model: fast, and refined at the default steps
             family = curve_name(record).rsplit("/", 1)[0]
             record["curve"] = f"{family}/{'fast' if record['decode'] == 'fast' else 'refined'}"
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(args.device) | {"models": names, "model_args": [str(m) for m in models],
                                         "data": str(args.data), "images": len(paths), "qualities": qualities,
                                         "default_quality": defaults, "rates": list(args.rates),
+                                        "encoder_steps": args.encoder_steps,
                                         "baseline": str(baseline_file) if baseline_file else None}
     result = {"info": info, "summary": summary}
     result["bdrate"] = bd_rate_table([result])

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--strength", type=parse_strength, default=None, metavar="S",
                           help="default refinement strength stored in the file, 0..1 (0: the fast decode, 1: the "
                                "full diffusion sample; default: the model's)")
+    compress.add_argument("--encoder-steps", type=STEPS, default=0, metavar="N",
+                          help="optimise each image's latent over N steps before coding it: fewer bits for the "
+                               "same PSNR, at ~1.6 s a step for a 768x512 image on one core (the file decodes as "
+                               "any other; default 0: none)")
     rate = compress.add_mutually_exclusive_group()
     compress.add_argument("--base", choices=BASE_CODECS, default=None,
                           help="write a standard file of this codec instead of an .rdc (any viewer decodes it; "
@@ -319,7 +323,7 @@ def compress_image(pipe, image, args: argparse.Namespace) -> dict:
     record = {"width": image.width, "height": image.height}
     try:
         data = pipe.compress(image, seed=args.seed, num_inference_steps=args.steps, strength=args.strength,
-                             max_pixels=args.max_pixels,
+                             max_pixels=args.max_pixels, encoder_steps=args.encoder_steps,
                              **rate_options(args, image.width, image.height))
     except RateTargetError as err:
         return record | {"error": str(err)}
@@ -368,6 +372,8 @@ def run_compress_base(args: argparse.Namespace) -> None:
     if args.steps is not None or args.strength is not None or args.seed != 0:
         raise CLIError("--base writes a standard file, which stores no refinement settings: leave out --steps, "
                        "--strength and --seed (rdc refine takes them)")
+    if args.encoder_steps:
+        raise CLIError("--encoder-steps optimises the latent of an .rdc file; a --base file has none")
     if args.quality is not None and args.quality != int(args.quality):
         raise CLIError(f"--quality {args.quality:g}: {args.base}'s quality is an integer 0..100")
     args.output = output_file(args, SUFFIXES[args.base])

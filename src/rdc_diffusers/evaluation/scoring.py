@@ -119,8 +119,10 @@ def evaluate_pipeline(
     fid: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    encoder_steps: int = 0,
 ) -> list[dict]:
-    """Compress each image once per quality, decode the bytes once per named decode config, and score each decode.
+    """Compress each image once per quality (with ``encoder_steps`` of latent optimisation, see
+    ``RDCPipeline.compress``), decode the bytes once per named decode config, and score each decode.
 
     Args:
         pipe: an :class:`~rdc_diffusers.RDCPipeline` (its scheduler is used as it is; swap it between calls to
@@ -166,7 +168,7 @@ def evaluate_pipeline(
         reference, _ = to_tensor(image)
         for wanted in qualities:
             start = time.perf_counter()
-            data = pipe.compress(image, quality=wanted, seed=seed)
+            data = pipe.compress(image, quality=wanted, seed=seed, encoder_steps=encoder_steps)
             encode_s = time.perf_counter() - start
             header = decode_file(data).header
             for name, kwargs in decodes.items():

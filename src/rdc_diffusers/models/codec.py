@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..tiling import OVERLAP, tiled
 from .entropy_coded import EntropyCodedModel, code_y, hyperprior_decompress, hyperprior_forward, hyperprior_side
+from .latent_optimisation import optimise_latent
 
 MIN_QUALITY, MAX_QUALITY = 0.0, 100.0
 QUALITY_DECIMALS = 2
@@ -156,19 +157,36 @@ class RDCCodec(EntropyCodedModel):
         else:
             y = tiled(self.g_a, [x], scales=[1], out_scale=16, progress=progress, **self.tiles(tile_size))
         z_strings, shape, scales_hat, means_hat = hyperprior_side(self, y)
-        return {"y": y, "z_strings": z_strings, "shape": shape, "scales": scales_hat, "means": means_hat}
+        return {"x": x, "y": y, "z_strings": z_strings, "shape": shape, "scales": scales_hat, "means": means_hat,
+                "tile_size": tile_size}
 
     @torch.no_grad()
-    def code_latent(self, analysis: dict, quality: float) -> dict:
-        """rANS-code the latent of an :meth:`analyse` result at ``quality``: ``{"strings": [y, z], "shape"}``."""
-        gain, _ = self.gains(check_quality(quality))
-        y_strings = code_y(self, analysis["y"], analysis["scales"], analysis["means"], gain)
+    def code_latent(self, analysis: dict, quality: float, encoder_steps: int = 0) -> dict:
+        """rANS-code the latent of an :meth:`analyse` result at ``quality``: ``{"strings": [y, z], "shape"}``.
+
+        ``encoder_steps``: first optimise the latent for this image and quality over that many steps
+        (:mod:`~rdc_diffusers.models.latent_optimisation`; the decoder is unchanged), tile by tile when the analysis
+        was tiled. 0: the analysis transform's latent as it is.
+        """
+        quality = check_quality(quality)
+        gain, _ = self.gains(quality)
+        y, scales, means = analysis["y"], analysis["scales"], analysis["means"]
+        if encoder_steps:
+            def optimise(x: Tensor, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+                return optimise_latent(self, x, y, scales, means, quality, encoder_steps)
+
+            inputs = [analysis["x"], y, scales, means]
+            tile_size = analysis["tile_size"]
+            y = optimise(*inputs) if tile_size is None else tiled(optimise, inputs, scales=[1, 16, 16, 16],
+                                                                  out_scale=16, **self.tiles(tile_size))
+        y_strings = code_y(self, y, scales, means, gain)
         return {"strings": [y_strings, analysis["z_strings"]], "shape": analysis["shape"]}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, quality: float) -> dict:
-        """Entropy-code ``x`` at ``quality`` with compressai's rANS coder: ``{"strings": [y, z], "shape": ẑ size}``."""
-        return self.code_latent(self.analyse(x), quality)
+    def compress(self, x: Tensor, quality: float, encoder_steps: int = 0) -> dict:
+        """Entropy-code ``x`` at ``quality`` with compressai's rANS coder: ``{"strings": [y, z], "shape": ẑ size}``;
+        ``encoder_steps`` as in :meth:`code_latent`."""
+        return self.code_latent(self.analyse(x), quality, encoder_steps)
 
     @torch.no_grad()
     def decompress(self, strings: list, shape, quality: float, tile_size: int | None = None) -> dict:
