@@ -48,6 +48,23 @@ def test_the_optimisation_is_seeded_and_never_worse_by_its_objective(tiny_pipeli
     assert not any(p.grad is not None for p in codec.parameters())  # the model itself is untouched
 
 
+def test_padding_pixels_are_neither_counted_nor_scored(tiny_pipeline):
+    """The decoder crops the padding away: the objective is the image's bits per pixel and its own MSE."""
+    codec = tiny_pipeline.codec
+    x, _ = to_tensor(random_image(64, 128, seed=4))
+    analysis = codec.analyse(x)
+    pixels = torch.zeros_like(x[:, :1])
+    pixels[..., :40, :100] = 1
+    other = x.clone()
+    other[..., 40:, :] = 1 - other[..., 40:, :]  # different content where pixels is 0
+    with torch.no_grad():
+        costs = [rate_distortion(codec, image, analysis["y"], analysis["scales"], analysis["means"], 50.0,
+                                 pixels=pixels) for image in (x, other)]
+        whole = rate_distortion(codec, x, analysis["y"], analysis["scales"], analysis["means"], 50.0)
+    assert torch.equal(costs[0], costs[1])
+    assert not torch.equal(costs[0], whole)
+
+
 def test_a_tiled_analysis_is_optimised_tile_by_tile(tiny_pipeline):
     codec = tiny_pipeline.codec
     x, _ = to_tensor(random_image(192, 320, seed=3))

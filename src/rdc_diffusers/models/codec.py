@@ -20,7 +20,14 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import Tensor, nn
 
 from ..tiling import OVERLAP, tiled
-from .entropy_coded import EntropyCodedModel, code_y, hyperprior_decompress, hyperprior_forward, hyperprior_side
+from .entropy_coded import (
+    EntropyCodedModel,
+    code_y,
+    hyperprior_decompress,
+    hyperprior_forward,
+    hyperprior_side,
+    settle_padding,
+)
 from .latent_optimisation import optimise_latent
 
 MIN_QUALITY, MAX_QUALITY = 0.0, 100.0
@@ -144,21 +151,30 @@ class RDCCodec(EntropyCodedModel):
         return {"x_init": self.g_s(y_hat).float(), "y_hat": y_hat, "likelihoods": likelihoods}
 
     @torch.no_grad()
-    def analyse(self, x: Tensor, tile_size: int | None = None, progress: Callable | None = None) -> dict:
+    def analyse(self, x: Tensor, tile_size: int | None = None, progress: Callable | None = None,
+                image_size: tuple[int, int] | None = None) -> dict:
         """Everything of the encoder that does not depend on the quality: ``y``, ẑ's string and ``(μ, σ)``.
 
         Rate control codes the same image at several qualities; it runs this once and
         :meth:`code_latent` per quality. ``tile_size`` (pixels, a multiple of 64): run ``g_a`` over tiles of
         that size (see :mod:`rdc_diffusers.tiling`), bounding its memory; ``progress`` wraps the loop over them.
+        ``image_size``: the (height, width) of the image in ``x`` when ``x`` is padded at the bottom and right
+        (:func:`~rdc_diffusers.media.image_io.pad_to_multiple`): the latents of padding alone are then coded as
+        their predicted mean (:func:`~rdc_diffusers.models.entropy_coded.settle_padding`), and latent optimisation
+        scores the image's pixels only.
         """
         self.ensure_entropy_tables()
         if tile_size is None:
             y = self.g_a(x)
         else:
             y = tiled(self.g_a, [x], scales=[1], out_scale=16, progress=progress, **self.tiles(tile_size))
-        z_strings, shape, scales_hat, means_hat = hyperprior_side(self, y)
+        if image_size is None:
+            side = hyperprior_side(self, y)
+        else:
+            y, side = settle_padding(self, y, image_size, stride=x.shape[-1] // y.shape[-1])
+        z_strings, shape, scales_hat, means_hat = side
         return {"x": x, "y": y, "z_strings": z_strings, "shape": shape, "scales": scales_hat, "means": means_hat,
-                "tile_size": tile_size}
+                "tile_size": tile_size, "image_size": image_size}
 
     @torch.no_grad()
     def code_latent(self, analysis: dict, quality: float, encoder_steps: int = 0) -> dict:
@@ -172,21 +188,26 @@ class RDCCodec(EntropyCodedModel):
         gain, _ = self.gains(quality)
         y, scales, means = analysis["y"], analysis["scales"], analysis["means"]
         if encoder_steps:
-            def optimise(x: Tensor, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-                return optimise_latent(self, x, y, scales, means, quality, encoder_steps)
+            def optimise(x: Tensor, pixels: Tensor, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+                return optimise_latent(self, x, y, scales, means, quality, encoder_steps, pixels=pixels)
 
-            inputs = [analysis["x"], y, scales, means]
+            x = analysis["x"]
+            pixels = torch.zeros_like(x[:, :1])  # 1 on the image, 0 on its padding
+            height, width = analysis["image_size"] or x.shape[-2:]
+            pixels[..., :height, :width] = 1
+            inputs = [x, pixels, y, scales, means]
             tile_size = analysis["tile_size"]
-            y = optimise(*inputs) if tile_size is None else tiled(optimise, inputs, scales=[1, 16, 16, 16],
+            y = optimise(*inputs) if tile_size is None else tiled(optimise, inputs, scales=[1, 1, 16, 16, 16],
                                                                   out_scale=16, **self.tiles(tile_size))
         y_strings = code_y(self, y, scales, means, gain)
         return {"strings": [y_strings, analysis["z_strings"]], "shape": analysis["shape"]}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, quality: float, encoder_steps: int = 0) -> dict:
+    def compress(self, x: Tensor, quality: float, encoder_steps: int = 0,
+                 image_size: tuple[int, int] | None = None) -> dict:
         """Entropy-code ``x`` at ``quality`` with compressai's rANS coder: ``{"strings": [y, z], "shape": ẑ size}``;
-        ``encoder_steps`` as in :meth:`code_latent`."""
-        return self.code_latent(self.analyse(x), quality, encoder_steps)
+        ``encoder_steps`` as in :meth:`code_latent`, ``image_size`` as in :meth:`analyse`."""
+        return self.code_latent(self.analyse(x, image_size=image_size), quality, encoder_steps)
 
     @torch.no_grad()
     def decompress(self, strings: list, shape, quality: float, tile_size: int | None = None) -> dict:

@@ -38,24 +38,29 @@ def soft_round(v: Tensor, temperature: float, generator: torch.Generator) -> Ten
 
 
 def rate_distortion(codec, x: Tensor, y: Tensor, scales: Tensor, means: Tensor, quality: float,
-                    rounding=torch.round) -> Tensor:
+                    rounding=torch.round, pixels: Tensor | None = None) -> Tensor:
     """``bits(y) / pixels + λ·255²·MSE(g_s(ŷ), x)`` at ``quality``, with ``rounding`` (hard by default) of the
-    centred, gained latent; ẑ's bits are the same for every ``y`` here and left out."""
+    centred, gained latent; ẑ's bits are the same for every ``y`` here and left out. ``pixels``: 1 where ``x``
+    is the image, 0 on its padding (cropped by the decoder, so neither counted nor scored); default all image."""
     gain, inverse_gain = codec.gains(quality)
     symbols = rounding((y - means) * gain)
     gaussian = codec.gaussian_conditional
     scales = gaussian.lower_bound_scale(scales * gain)
     likelihoods = gaussian.likelihood_lower_bound(gaussian._likelihood(symbols, scales))
-    bpp = -likelihoods.log2().sum() / x[0, 0].numel()
-    mse = torch.mean((codec.g_s(symbols * inverse_gain + means) - x) ** 2)
+    if pixels is None:
+        pixels = torch.ones_like(x[:, :1])
+    count = pixels.sum().clamp(min=1)
+    bpp = -likelihoods.log2().sum() / count
+    mse = ((codec.g_s(symbols * inverse_gain + means) - x) ** 2 * pixels).sum() / (count * x.shape[1])
     return bpp + codec.lmbda(torch.tensor(quality)) * 255**2 * mse
 
 
 def optimise_latent(codec, x: Tensor, y: Tensor, scales: Tensor, means: Tensor, quality: float, steps: int,
-                    seed: int = 0) -> Tensor:
+                    seed: int = 0, pixels: Tensor | None = None) -> Tensor:
     """``y`` after ``steps`` Adam steps on :func:`rate_distortion` with soft rounding, or ``y`` itself when that
     codes ``x`` better (the cost with hard rounding decides), so the result is never worse by the objective.
-    Deterministic for a given ``seed``: the same image gives the same file."""
+    Deterministic for a given ``seed``: the same image gives the same file. ``pixels`` as in
+    :func:`rate_distortion`."""
     generator = torch.Generator(device=y.device).manual_seed(seed)
     start, tau0, decay, tau_min = y, *TEMPERATURE
     y = y.detach().clone().requires_grad_(True)
@@ -65,10 +70,11 @@ def optimise_latent(codec, x: Tensor, y: Tensor, scales: Tensor, means: Tensor, 
             temperature = max(tau0 * math.exp(-decay * step / steps), tau_min)
             for group in optimizer.param_groups:
                 group["lr"] = LEARNING_RATE * 0.5 * (1 + math.cos(math.pi * step / steps))
-            loss = rate_distortion(codec, x, y, scales, means, quality,
-                                   rounding=functools.partial(soft_round, temperature=temperature, generator=generator))
+            rounding = functools.partial(soft_round, temperature=temperature, generator=generator)
+            loss = rate_distortion(codec, x, y, scales, means, quality, rounding=rounding, pixels=pixels)
             (y.grad,) = torch.autograd.grad(loss, y)  # the codec's own weights collect no gradients
             optimizer.step()
     with torch.no_grad():
-        costs = [rate_distortion(codec, x, candidate, scales, means, quality) for candidate in (start, y)]
+        costs = [rate_distortion(codec, x, candidate, scales, means, quality, pixels=pixels)
+                 for candidate in (start, y)]
     return y.detach() if costs[1] < costs[0] else start

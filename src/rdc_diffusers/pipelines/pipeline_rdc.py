@@ -199,7 +199,8 @@ class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
         # CPU (its compress/decompress are not forward, so the offload hooks never move it).
         x = pad_to_multiple(x, self.codec.alignment)
         tile = choose_tile_size(tile_size, *x.shape[-2:], self.codec.alignment)
-        analysis = self.codec.analyse(x.to(self.codec.device), tile_size=tile, progress=self.progress_bar)
+        analysis = self.codec.analyse(x.to(self.codec.device), tile_size=tile, progress=self.progress_bar,
+                                      image_size=(height, width))
         header = RDCHeader(
             width=width,
             height=height,

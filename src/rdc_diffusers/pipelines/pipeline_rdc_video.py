@@ -177,7 +177,7 @@ class RDCVideoPipeline(ResidualRefinementMixin, DiffusionPipeline):
                                             "all frames of a clip must have one size")
             x = pad_to_multiple(x, self.codec.alignment).to(device)
             if i % gop_size == 0:
-                coded = self.codec.compress(x, self.quality)
+                coded = self.codec.compress(x, self.quality, image_size=(height, width))
                 x_ref = self.codec.decompress(coded["strings"], coded["shape"], self.quality)["x_init"]
                 types.append("I")
             else:
