@@ -2,7 +2,7 @@
 the step count, at several qualities.
 
     python benchmarks/perception.py [--model rdc-bsds] [--data ../shared/data/kodak] [--limit N]
-        [--qualities 25 50 75] [--strengths 0 0.25 0.5 0.75 1] [--steps 1] [--no-fid]
+        [--qualities 25 50 75] [--strengths 0 0.25 0.5 0.75 1] [--steps 1] [--eta 0] [--no-fid]
         [--out benchmarks/results/perception]
 
 Each image is compressed once per quality; the same bytes are decoded once per (steps, strength) pair with the
@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--qualities", type=float, nargs="+", default=[25, 50, 75])
     parser.add_argument("--strengths", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="default: the model's default steps")
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="DDIM's eta for every refined decode (0: deterministic steps, 1: DDPM-like fresh noise)")
     parser.add_argument("--no-fid", dest="fid", action="store_false", help="skip patch FID/KID (the slowest part)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -47,13 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def decode_configs(steps: list[int], strengths: list[float]) -> dict[str, dict]:
-    """``{name: decompress kwargs}``: the fast decode once, then every (steps, strength > 0) pair."""
+def decode_configs(steps: list[int], strengths: list[float], eta: float = 0.0) -> dict[str, dict]:
+    """``{name: decompress kwargs}``: the fast decode once, then every (steps, strength > 0) pair, at ``eta``."""
     configs = {"fast": {"refine": False}} if 0 in strengths else {}
     for n in steps:
         for s in strengths:
             if s > 0:
-                configs[f"{n}step-s{s:g}"] = {"num_inference_steps": n, "strength": s}
+                configs[f"{n}step-s{s:g}"] = {"num_inference_steps": n, "strength": s} | ({"eta": eta} if eta else {})
     return configs
 
 
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe.set_progress_bar_config(disable=True)
     steps = args.steps or [pipe.config.default_num_inference_steps]
     paths = list_images(args.data)[: args.limit]
-    records = evaluate_pipeline(pipe, paths, decodes=decode_configs(steps, args.strengths), quality=args.qualities,
-                                fid=args.fid, progress=True)
+    records = evaluate_pipeline(pipe, paths, decodes=decode_configs(steps, args.strengths, args.eta),
+                                quality=args.qualities, fid=args.fid, progress=True)
     summary = summarize(records, fid=args.fid)
     info = machine_info() | {"model": args.model, "data": str(args.data), "images": len(paths),
                              "qualities": args.qualities, "command": " ".join(["python", *sys.argv])}
