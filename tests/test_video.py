@@ -20,8 +20,12 @@ from rdc_diffusers import (
     UnsupportedVideoError,
 )
 from rdc_diffusers.bitstream.rdcv import RDCVFile, RDCVHeader, decode_video_file, encode_video_file
+from rdc_diffusers.hub.pretrained import BUNDLED_DIR, DEFAULT_MODEL
 from rdc_diffusers.media.image_io import pad_to_multiple, to_tensor
 from rdc_diffusers.media.video_io import read_video
+from rdc_diffusers.models.entropy_coded import hyperprior_decompress, hyperprior_params
+
+EXAMPLE_IMAGE = Path(__file__).parents[1] / "examples" / "images" / "kodim23.png"
 
 
 def moving_clip(count: int = 5, height: int = 48, width: int = 80, seed: int = 0) -> list:
@@ -104,6 +108,22 @@ def test_inter_codec_reloads_bit_exactly(tmp_path):
     assert loaded.fingerprint() == model.fingerprint()
     expected = model.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
     assert torch.equal(loaded.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"], expected)
+
+
+def test_the_inter_codec_codes_the_latents_of_padding_alone_as_their_predicted_mean():
+    """A 40 × 90 frame padded to 64 × 128: latent rows 3 and columns 7 draw padding only (8 px beyond the frame);
+    told the frame's size, the bundled inter codec codes them as symbol 0 in the motion and the residual."""
+    model = RDCInterCodec.from_pretrained(BUNDLED_DIR / DEFAULT_MODEL / "inter_codec")
+    with Image.open(EXAMPLE_IMAGE) as image:
+        frames = [to_tensor(image.crop((300 + d, 150, 390 + d, 190)))[0] for d in (0, 3)]
+    x_ref, x = (pad_to_multiple(frame, model.alignment) for frame in frames)
+    coded = model.compress(x, x_ref, image_size=(40, 90))
+    for part, strings in ((model.motion, coded["strings"][:2]), (model.residual, coded["strings"][2:])):
+        latent = hyperprior_decompress(part, strings, coded["shape"])
+        _, means = hyperprior_params(part, strings[1], coded["shape"])
+        assert torch.allclose(latent[..., 3:, :], means[..., 3:, :]) and torch.allclose(latent[..., 7:], means[..., 7:])
+    assert not torch.allclose(latent[..., :3, :7], means[..., :3, :7])  # the frame's own residual, coded as it is
+    assert model.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"].shape == x.shape
 
 
 def test_untrained_inter_codec_starts_from_copying_the_reference():

@@ -196,13 +196,18 @@ def hyperprior_params(m: nn.Module, z_strings: list, shape) -> tuple[Tensor, Ten
     return scales_hat, means_hat
 
 
-def hyperprior_compress(m: nn.Module, y: Tensor, gain: Tensor | float = 1.0) -> tuple[list, torch.Size]:
+def hyperprior_compress(m: nn.Module, y: Tensor, gain: Tensor | float = 1.0, image_size: tuple[int, int] | None = None,
+                        stride: int = 16) -> tuple[list, torch.Size]:
     """rANS-code ``y`` (and its side information z): ``([y_strings, z_strings], ẑ size)``.
 
     ``gain`` scales the centred latent before rounding (a quantisation step of ``1/gain``, the variable-rate
-    codec's gain units); at 1 it is the plain mean-scale hyperprior.
+    codec's gain units); at 1 it is the plain mean-scale hyperprior. ``image_size``, ``stride``: as in
+    :func:`settle_padding`, for a padded image.
     """
-    z_strings, shape, scales_hat, means_hat = hyperprior_side(m, y)
+    if image_size is not None:
+        y, (z_strings, shape, scales_hat, means_hat) = settle_padding(m, y, image_size, stride)
+    else:
+        z_strings, shape, scales_hat, means_hat = hyperprior_side(m, y)
     return [code_y(m, y, scales_hat, means_hat, gain), z_strings], shape
 
 

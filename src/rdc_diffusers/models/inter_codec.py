@@ -82,17 +82,21 @@ class RDCInterCodec(EntropyCodedModel):
         return {"x_hat": x_hat, "x_pred": x_pred, "likelihoods": likelihoods}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, x_ref: Tensor) -> dict:
+    def compress(self, x: Tensor, x_ref: Tensor, image_size: tuple[int, int] | None = None) -> dict:
         """rANS-code ``x`` given the decoded reference: ``{"strings": [m_y, m_z, r_y, r_z], "shape": ẑ size}``.
 
         The residual is taken against the prediction the decoder will make from the decoded motion, so
         encoder and decoder stay in step; the caller gets the next reference from :meth:`decompress`.
+        ``image_size``: the frame's (height, width) inside the padded ``x``: the motion's and the residual's latents
+        of padding alone are coded as their predicted mean (:func:`~.entropy_coded.settle_padding`).
         """
         self.ensure_entropy_tables()
-        motion_strings, shape = hyperprior_compress(self.motion, self.motion.g_a(torch.cat([x, x_ref], 1)))
+        motion = self.motion.g_a(torch.cat([x, x_ref], 1))
+        settle = {"image_size": image_size, "stride": x.shape[-1] // motion.shape[-1]}  # the residual's: the same
+        motion_strings, shape = hyperprior_compress(self.motion, motion, **settle)
         m_hat = hyperprior_decompress(self.motion, motion_strings, shape)
         x_pred = self.forward_prediction(x_ref, self.motion.g_s(m_hat))
-        residual_strings, _ = hyperprior_compress(self.residual, self.residual.g_a(x - x_pred))
+        residual_strings, _ = hyperprior_compress(self.residual, self.residual.g_a(x - x_pred), **settle)
         return {"strings": [*motion_strings, *residual_strings], "shape": shape}
 
     @torch.no_grad()

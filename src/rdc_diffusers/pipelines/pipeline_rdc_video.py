@@ -181,7 +181,7 @@ class RDCVideoPipeline(ResidualRefinementMixin, DiffusionPipeline):
                 x_ref = self.codec.decompress(coded["strings"], coded["shape"], self.quality)["x_init"]
                 types.append("I")
             else:
-                coded = self.inter_codec.compress(x, x_ref)
+                coded = self.inter_codec.compress(x, x_ref, image_size=(height, width))
                 x_ref = self.inter_codec.decompress(coded["strings"], coded["shape"], x_ref)["x_hat"]
                 types.append("P")
             sections.append(self.codec.to_sections(coded["strings"]))
