@@ -25,7 +25,6 @@ from .entropy_coded import (
     code_y,
     hyperprior_decompress,
     hyperprior_forward,
-    hyperprior_side,
     settle_padding,
 )
 from .latent_optimisation import optimise_latent
@@ -168,11 +167,8 @@ class RDCCodec(EntropyCodedModel):
             y = self.g_a(x)
         else:
             y = tiled(self.g_a, [x], scales=[1], out_scale=16, progress=progress, **self.tiles(tile_size))
-        if image_size is None:
-            side = hyperprior_side(self, y)
-        else:
-            y, side = settle_padding(self, y, image_size, stride=x.shape[-1] // y.shape[-1])
-        z_strings, shape, scales_hat, means_hat = side
+        y, (z_strings, shape, scales_hat, means_hat) = settle_padding(self, y, image_size,
+                                                                      stride=x.shape[-1] // y.shape[-1])
         return {"x": x, "y": y, "z_strings": z_strings, "shape": shape, "scales": scales_hat, "means": means_hat,
                 "tile_size": tile_size, "image_size": image_size}
 

@@ -169,7 +169,7 @@ grid, settling from 0 pixels on loses 0.044 dB at equal quality, from 8 on 0.003
 (-2.4 vs -2.2 % bits at equal PSNR; benchmarks/results/padding)."""
 
 
-def settle_padding(m: nn.Module, y: Tensor, image_size: tuple[int, int], stride: int,
+def settle_padding(m: nn.Module, y: Tensor, image_size: tuple[int, int] | None, stride: int,
                    margin: int = PADDING_MARGIN, passes: int = PADDING_PASSES) -> tuple[Tensor, tuple]:
     """``y`` (one latent every ``stride`` pixels) of an image of ``image_size`` = (height, width) padded at the
     bottom and right, with the latents that draw padding alone set to the mean the hyperprior predicts for them,
@@ -178,7 +178,10 @@ def settle_padding(m: nn.Module, y: Tensor, image_size: tuple[int, int], stride:
     Coded as they come, padding's latents take as many bits as the image's (10 % of y's on 481 × 321 photos)
     for pixels the decoder crops away. At the predicted mean each is symbol 0 at any gain, the cheapest; each pass
     derives z from the settled latent, so the predicted scales there shrink too. Latents closer than
-    ``margin`` pixels to the image are kept. The decoder is unchanged: it reads such a file like any other."""
+    ``margin`` pixels to the image are kept. The decoder is unchanged: it reads such a file like any other.
+    ``image_size`` None: ``x`` is not padded, ``y`` is kept as it is."""
+    if image_size is None:
+        return y, hyperprior_side(m, y)
     outside = torch.ones(y.shape[-2:], dtype=torch.bool, device=y.device)
     outside[: -(-(image_size[0] + margin) // stride), : -(-(image_size[1] + margin) // stride)] = False
     if not outside.any():
@@ -204,10 +207,7 @@ def hyperprior_compress(m: nn.Module, y: Tensor, gain: Tensor | float = 1.0, ima
     codec's gain units); at 1 it is the plain mean-scale hyperprior. ``image_size``, ``stride``: as in
     :func:`settle_padding`, for a padded image.
     """
-    if image_size is not None:
-        y, (z_strings, shape, scales_hat, means_hat) = settle_padding(m, y, image_size, stride)
-    else:
-        z_strings, shape, scales_hat, means_hat = hyperprior_side(m, y)
+    y, (z_strings, shape, scales_hat, means_hat) = settle_padding(m, y, image_size, stride)
     return [code_y(m, y, scales_hat, means_hat, gain), z_strings], shape
 
 
