@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_tiny_pipeline, build_tiny_refiner, random_image
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import (
@@ -22,7 +22,7 @@ from rdc_diffusers import (
     RDCRefinerPipeline,
 )
 from rdc_diffusers.media.image_io import to_tensor
-from rdc_diffusers.media.standard_codecs import FORMATS
+from rdc_diffusers.media.standard_codecs import FORMATS, ORIENTATION_TAG, upright
 from rdc_diffusers.models.base_codec import RATE_ANCHORS
 
 EXAMPLE_IMAGE = Path(__file__).parents[1] / "examples" / "images" / "kodim23.png"
@@ -133,6 +133,23 @@ def test_headers_and_exif_do_not_change_the_refinement(refiner):
     assert np.array_equal(pixels(refiner.decompress(plain).images[0]), pixels(refiner.decompress(tagged).images[0]))
     pixels_quality = BaseCodec.file_quality(tagged, 192, 128)
     assert pixels_quality < BaseCodec.rate_quality(8 * len(plain) / (192 * 128)).item() - 15
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_decode_is_turned_as_viewers_turn_the_file(refiner, name, orientation):
+    """A camera stores a portrait photo sideways with an EXIF orientation: both decodes come out as every viewer
+    (``ImageOps.exif_transpose``) shows the file, and the refinement is that of the stored pixels, turned."""
+    image = random_image(48, 80)
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    stored, tagged = save(image, name, quality=40), save(image, name, quality=40, exif=exif)
+    with Image.open(io.BytesIO(tagged)) as opened:
+        shown = pixels(ImageOps.exif_transpose(opened))
+    assert np.array_equal(pixels(refiner.decompress(tagged, refine=False).images[0]), shown)
+    refined = refiner.decompress(tagged, output_type="pt").images
+    assert refined.shape[-2:] == shown.shape[:2]
+    assert torch.equal(refined, upright(refiner.decompress(stored, output_type="pt").images, orientation))
 
 
 def test_a_progressive_jpegs_payload_is_its_scans_without_the_tables_between_them():

@@ -18,6 +18,7 @@ _ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import Tensor
 
 
 def check_format(name: str) -> str:
@@ -54,9 +55,10 @@ def probe(data: bytes) -> tuple[str, int, int]:
     return next(k for k, v in FORMATS.items() if v == found), width, height
 
 
-def decode(data: bytes) -> tuple[np.ndarray, str]:
-    """``(uint8 [H, W, 3] pixels, mode)`` of a file :func:`probe` accepted (mode ``"L"`` for grayscale, else
-    ``"RGB"``); a broken file raises :class:`RDCFormatError`."""
+def decode(data: bytes) -> tuple[np.ndarray, str, int]:
+    """``(uint8 [H, W, 3] pixels as stored, mode, EXIF orientation)`` of a file :func:`probe` accepted (mode
+    ``"L"`` for grayscale, else ``"RGB"``; orientation 1 when the file has none: see :func:`upright`); a broken
+    file raises :class:`RDCFormatError`."""
     import numpy as np
     from PIL import Image
 
@@ -64,9 +66,29 @@ def decode(data: bytes) -> tuple[np.ndarray, str]:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             mode = "L" if image.mode in ("L", "1") else "RGB"
-            return np.array(image.convert("RGB")), mode
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            return np.array(image.convert("RGB")), mode, orientation if orientation in _UPRIGHT else 1
     except _ERRORS as err:
         raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
+
+
+ORIENTATION_TAG = 0x0112
+"""EXIF Orientation: how viewers turn a file's stored pixels (1: as stored; 2-8: a flip or quarter turn)."""
+_UPRIGHT = {1: (False, 0, ()), 2: (False, 0, (-1,)), 3: (False, 2, ()), 4: (False, 0, (-2,)),
+            5: (True, 0, ()), 6: (False, -1, ()), 7: (True, 2, ()), 8: (False, 1, ())}
+"""Orientation -> (transpose, counter-clockwise quarter turns, flipped dims): ``PIL.ImageOps.exif_transpose``."""
+
+
+def upright(x: Tensor, orientation: int) -> Tensor:
+    """``x`` ``[..., H, W]`` (a file's stored pixels, or their refinement) turned as viewers turn them for the
+    file's EXIF ``orientation``. A refiner works on the stored pixels, where the codec's blocks lie, and turns its
+    result: a camera JPEG refined comes out the way every viewer shows the JPEG."""
+    import torch
+
+    transpose, turns, flips = _UPRIGHT[orientation]
+    if transpose:
+        x = x.transpose(-2, -1)
+    return torch.rot90(x, turns, dims=(-2, -1)).flip(flips) if turns or flips else x
 
 
 def payload_bytes(data: bytes) -> int:

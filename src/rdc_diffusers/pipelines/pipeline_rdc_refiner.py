@@ -14,7 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..hub.pretrained import resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size
 from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
-from ..media.standard_codecs import check_format
+from ..media.standard_codecs import check_format, upright
 from ..models.base_codec import BaseCodec
 from ..models.residual_unet import ResidualUNet
 from ..rate_control import byte_budget, search_quality
@@ -154,7 +154,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         """
         _, width, height = self.codec.probe(data)
         check_decode_size(width, height, max_pixels)
-        x_init, mode = self.codec.decode(data)
+        x_init, mode, orientation = self.codec.decode(data)
         steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         strength = self.config.default_strength if strength is None else check_strength(strength)
         if refine and steps > 0 and strength > 0:
@@ -180,7 +180,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             x_hat = crop_to(x + strength * (x_hat - x), height, width)
         else:
             x_hat = x_init
-        images = to_output(x_hat.clamp(0, 1).cpu(), output_type, mode)
+        images = to_output(upright(x_hat.clamp(0, 1).cpu(), orientation), output_type, mode)
         bpp = [8 * len(data) / (width * height)]
         self.maybe_free_model_hooks()
         if not return_dict:
