@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_tiny_pipeline, build_tiny_refiner, random_image
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import (
@@ -150,6 +150,27 @@ def test_the_decode_is_turned_as_viewers_turn_the_file(refiner, name, orientatio
     refined = refiner.decompress(tagged, output_type="pt").images
     assert refined.shape[-2:] == shown.shape[:2]
     assert torch.equal(refined, upright(refiner.decompress(stored, output_type="pt").images, orientation))
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_the_colour_space_goes_from_the_image_to_the_file_to_the_refined_image(rdc, refiner, name, tmp_path):
+    """A phone's photo in Display P3 (any ICC profile): dropping the profile would show its pixels as sRGB."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    image = random_image(48, 80)
+    image.info["icc_profile"] = profile
+    data = refiner.compress(image, format=name, quality=40)
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.info.get("icc_profile") == profile
+    assert refiner.decompress(data).images[0].info.get("icc_profile") == profile
+    assert "icc_profile" not in refiner.decompress(refiner.compress(random_image(48, 80), format=name)).images[0].info
+    model = tmp_path / "tiny-refiner"
+    refiner.save_pretrained(model)
+    (tmp_path / "in").write_bytes(data)
+    for out in ("out.png", "out.jpg"):
+        done = rdc("refine", str(tmp_path / "in"), "-o", str(tmp_path / out), "--model", str(model))
+        assert done.code == 0, done.err
+        with Image.open(tmp_path / out) as written:
+            assert written.info.get("icc_profile") == profile
 
 
 def test_a_progressive_jpegs_payload_is_its_scans_without_the_tables_between_them():

@@ -412,7 +412,7 @@ def run_refine(args: argparse.Namespace) -> None:
     out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
                           seed=args.seed, max_pixels=args.max_pixels)
     image = out.images[0]
-    write_atomically(args.output, lambda p: image.save(p, format=fmt))
+    write_atomically(args.output, lambda p: image.save(p, format=fmt, icc_profile=image.info.get("icc_profile")))
     steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
     strength = pipe.config.default_strength if args.strength is None else args.strength
     how = "plain decode" if args.fast or steps == 0 or strength == 0 else (

@@ -33,9 +33,10 @@ def check_format(name: str) -> str:
 
 
 def encode(image, format: str, quality: int) -> bytes:
-    """A PIL ``image`` (RGB or L) as a ``format`` file at Pillow's ``quality`` (0..100)."""
+    """A PIL ``image`` (RGB or L) as a ``format`` file at Pillow's ``quality`` (0..100), with the image's ICC
+    profile if it has one (its pixels are in that colour space; without it viewers would take them as sRGB)."""
     buffer = io.BytesIO()
-    image.save(buffer, FORMATS[check_format(format)], quality=int(quality))
+    image.save(buffer, FORMATS[check_format(format)], quality=int(quality), icc_profile=image.info.get("icc_profile"))
     return buffer.getvalue()
 
 
@@ -55,10 +56,9 @@ def probe(data: bytes) -> tuple[str, int, int]:
     return next(k for k, v in FORMATS.items() if v == found), width, height
 
 
-def decode(data: bytes) -> tuple[np.ndarray, str, int]:
-    """``(uint8 [H, W, 3] pixels as stored, mode, EXIF orientation)`` of a file :func:`probe` accepted (mode
-    ``"L"`` for grayscale, else ``"RGB"``; orientation 1 when the file has none: see :func:`upright`); a broken
-    file raises :class:`RDCFormatError`."""
+def decode(data: bytes) -> tuple[np.ndarray, str]:
+    """``(uint8 [H, W, 3] pixels as stored, mode)`` of a file :func:`probe` accepted (mode ``"L"`` for grayscale,
+    else ``"RGB"``); a broken file raises :class:`RDCFormatError`. :func:`viewing` says how viewers show them."""
     import numpy as np
     from PIL import Image
 
@@ -66,10 +66,20 @@ def decode(data: bytes) -> tuple[np.ndarray, str, int]:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             mode = "L" if image.mode in ("L", "1") else "RGB"
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            return np.array(image.convert("RGB")), mode, orientation if orientation in _UPRIGHT else 1
+            return np.array(image.convert("RGB")), mode
     except _ERRORS as err:
         raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
+
+
+def viewing(data: bytes) -> tuple[int, bytes | None]:
+    """``(EXIF orientation, ICC profile)`` of a file :func:`probe` accepted, from its header: how viewers turn its
+    stored pixels (1: as stored; :func:`upright` does it) and the colour space they show them in (None: sRGB). A
+    phone's photo is often both turned and in Display P3; a refinement of its pixels must be shown the same way."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+        return orientation if orientation in _UPRIGHT else 1, image.info.get("icc_profile") or None
 
 
 ORIENTATION_TAG = 0x0112

@@ -53,14 +53,16 @@ class BaseCodec(CompleteWeightsMixin, ModelMixin, ConfigMixin):
 
     encode = staticmethod(standard_codecs.encode)
     probe = staticmethod(standard_codecs.probe)
+    viewing = staticmethod(standard_codecs.viewing)
     payload_bytes = staticmethod(standard_codecs.payload_bytes)
 
     @staticmethod
-    def decode(data: bytes) -> tuple[Tensor, str, int]:
-        """``(x_init [1, 3, H, W] in [0, 1] as stored, mode, EXIF orientation)`` of a file :meth:`probe` accepted
-        (see :func:`~rdc_diffusers.media.standard_codecs.decode`); a broken file raises :class:`RDCFormatError`."""
-        pixels, mode, orientation = standard_codecs.decode(data)
-        return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, mode, orientation
+    def decode(data: bytes) -> tuple[Tensor, str]:
+        """``(x_init [1, 3, H, W] in [0, 1] as stored, mode)`` of a file :meth:`probe` accepted (mode ``"L"`` for
+        grayscale, else ``"RGB"``; :meth:`viewing` says how viewers show it); a broken file raises
+        :class:`RDCFormatError`."""
+        pixels, mode = standard_codecs.decode(data)
+        return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, mode
 
     def forward(self, x_init: Tensor) -> Tensor:
         """ŷ for an ``x_init`` whose sides are multiples of :attr:`alignment`."""

@@ -10,6 +10,7 @@ from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from ..hub.pretrained import resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size
@@ -103,6 +104,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)
         picture = to_output(x, "pil", mode)[0]
+        if isinstance(image, Image.Image) and image.info.get("icc_profile"):
+            picture.info["icc_profile"] = image.info["icc_profile"]  # the file keeps the image's colour space
 
         def encode(q: float) -> bytes:
             return self.codec.encode(picture, format, round(q))
@@ -136,6 +139,9 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
     ) -> RDCPipelineOutput | tuple:
         r"""Decode a JPEG, WebP or AVIF file, refined or not (``refine=False``: Pillow's decode, as any viewer).
 
+        The stored pixels are refined (where the codec's blocks lie), then turned by the file's EXIF orientation;
+        PIL images carry its ICC profile: the result is shown as viewers show the file.
+
         Args:
             data: the file's bytes.
             num_inference_steps, strength: default ``config.default_num_inference_steps`` and
@@ -154,7 +160,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         """
         _, width, height = self.codec.probe(data)
         check_decode_size(width, height, max_pixels)
-        x_init, mode, orientation = self.codec.decode(data)
+        x_init, mode = self.codec.decode(data)
         steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         strength = self.config.default_strength if strength is None else check_strength(strength)
         if refine and steps > 0 and strength > 0:
@@ -180,7 +186,11 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             x_hat = crop_to(x + strength * (x_hat - x), height, width)
         else:
             x_hat = x_init
+        orientation, icc_profile = self.codec.viewing(data)  # shown as viewers show the file
         images = to_output(upright(x_hat.clamp(0, 1).cpu(), orientation), output_type, mode)
+        if output_type == "pil" and icc_profile:
+            for image in images:
+                image.info["icc_profile"] = icc_profile
         bpp = [8 * len(data) / (width * height)]
         self.maybe_free_model_hooks()
         if not return_dict:
