@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 import struct
 import zlib
+from dataclasses import replace
 
 import pytest
 
 from rdc_diffusers.bitstream.rdc import (
+    FLAG_ICC_PROFILE,
     FORMAT_VERSION,
     MAGIC,
+    MAX_ICC_PROFILE,
     MIN_FILE_SIZE,
     MODES,
     RDCFile,
@@ -199,11 +202,37 @@ def test_a_forged_quality_above_100_is_a_format_error(stored: int) -> None:
         decode_file(with_crc(bytes(body)))
 
 
-def test_nonzero_flags_are_refused() -> None:
+def test_unknown_flags_are_refused() -> None:
     body = bytearray(small_file()[:-4])
-    body[5] = 0x01
-    with pytest.raises(RDCFormatError, match="unsupported feature flags"):
+    body[5] = 0x02
+    with pytest.raises(RDCFormatError, match="unsupported feature flags 0x02"):
         decode_file(with_crc(bytes(body)))
+
+
+def test_an_icc_profile_round_trips_as_a_flagged_last_section() -> None:
+    profile = bytes(range(256)) * 12  # ICC profiles are 0.5-60 KB
+    plain = RDCFile(make_header(), (b"yyyy", b"zz"))
+    data = encode_file(replace(plain, icc_profile=profile))
+    assert data[5] == FLAG_ICC_PROFILE and encode_file(plain)[5] == 0
+    assert decode_file(data) == replace(plain, icc_profile=profile)
+    assert len(data) < len(encode_file(plain)) + len(profile) // 4  # stored deflated, as PNG stores it
+
+
+@pytest.mark.parametrize("last", [b"not zlib", zlib.compress(b"x" * (MAX_ICC_PROFILE + 1)),  # a bomb
+                                  zlib.compress(b"icc") + b"!", zlib.compress(b"icc")[:-2]])
+def test_a_bad_icc_profile_section_is_a_format_error(last: bytes) -> None:
+    data = encode_file(RDCFile(make_header(model_name="tiny"), (b"yyyy", last)))
+    body = bytearray(data[:-4])
+    body[5] = FLAG_ICC_PROFILE
+    with pytest.raises(RDCFormatError, match="corrupt ICC profile"):
+        decode_file(with_crc(bytes(body)))
+
+
+def test_an_icc_profile_alone_is_a_format_error() -> None:
+    one = bytearray(encode_file(RDCFile(make_header(model_name="tiny"), (b"yyyy",)))[:-4])
+    one[5] = FLAG_ICC_PROFILE
+    with pytest.raises(RDCFormatError, match="ICC profile but no image"):
+        decode_file(with_crc(bytes(one)))
 
 
 def test_trailing_garbage_is_refused() -> None:

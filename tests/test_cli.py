@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import PYTHON, Run, build_tiny_pipeline, load_pipeline, python_env, random_image
 from diffusers import DDIMScheduler
-from PIL import Image
+from PIL import Image, ImageCms
 
 from rdc_diffusers import RDCInterCodec
 from rdc_diffusers.bitstream.rdc import decode_file
@@ -482,3 +482,26 @@ def test_progress_bars_show_on_a_terminal_only(rdc, tmp_path, tiny_video_dir, mo
     monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["compress-video", str(frames), "-o", str(tmp_path / "b.rdcv"), "--model", str(tiny_video_dir)]) == 0
     assert re.search(r"\dit \[", terminal.getvalue())  # a frame count (a stream has no length to show)
+
+
+def test_the_colour_space_goes_from_the_image_through_the_file_to_every_decode(rdc, tiny_model_dir, tmp_path):
+    """A photo in Display P3 (here any ICC profile): decoded without its profile it would be shown as sRGB."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    image = random_image(24, 40)
+    (tmp_path / "in").mkdir()
+    image.save(tmp_path / "in" / "p3.png", icc_profile=profile)
+    random_image(24, 40).save(tmp_path / "in" / "srgb.png")
+    assert rdc("compress", tmp_path / "in", "-o", tmp_path / "coded", "--model", tiny_model_dir)[0] == 0
+    plain, tagged = (tmp_path / "coded" / "srgb.rdc").read_bytes(), (tmp_path / "coded" / "p3.rdc").read_bytes()
+    assert len(tagged) > len(plain)  # the profile is in the file, and counted in its bits
+
+    assert rdc("decompress", tmp_path / "coded", "-o", tmp_path / "out", "--model", tiny_model_dir, "--fast")[0] == 0
+    for output in ("p3.jpg", "p3.webp"):
+        assert rdc("decompress", tmp_path / "coded" / "p3.rdc", "-o", tmp_path / output, "--model", tiny_model_dir,
+                   "--fast")[0] == 0
+    for written in (tmp_path / "out" / "p3.png", tmp_path / "p3.jpg", tmp_path / "p3.webp"):
+        with Image.open(written) as decoded:
+            assert decoded.info.get("icc_profile") == profile, written
+    with Image.open(tmp_path / "out" / "srgb.png") as decoded:
+        assert "icc_profile" not in decoded.info
+    assert "ICC profile" in rdc("info", tmp_path / "coded" / "p3.rdc")[1]

@@ -412,7 +412,7 @@ def run_refine(args: argparse.Namespace) -> None:
     out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
                           seed=args.seed, max_pixels=args.max_pixels)
     image = out.images[0]
-    write_atomically(args.output, lambda p: image.save(p, format=fmt, icc_profile=image.info.get("icc_profile")))
+    save_image(image, args.output, fmt)
     steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
     strength = pipe.config.default_strength if args.strength is None else args.strength
     how = "plain decode" if args.fast or steps == 0 or strength == 0 else (
@@ -572,7 +572,7 @@ def run_decompress(args: argparse.Namespace) -> None:
     out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
                           max_pixels=args.max_pixels)
     image = out.images[0]
-    write_atomically(args.output, lambda p: image.save(p, format=fmt))
+    save_image(image, args.output, fmt)
     print(f"{args.output}: {image.width}x{image.height} {image.mode}, {decode_how(args, pipe, header)}")
 
 
@@ -627,7 +627,7 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
         for path, target in files_progress(share, current):
             image = pipe.decompress(read_bytes(path), refine=not args.fast, num_inference_steps=args.steps,
                                     strength=args.strength, max_pixels=args.max_pixels).images[0]
-            write_atomically(target, lambda p, image=image: image.save(p, format="PNG"))
+            save_image(image, target, "PNG")
             done.append({"input": path, "output": target, "size": f"{image.width}x{image.height} {image.mode}"})
         return done
 
@@ -637,6 +637,12 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
     for record in done:
         print(f"{record['output']}: {record['size']}, {decode_how(args, pipe, headers[record['input']])}")
     print(f"{plural(len(done), 'file')} ({plural(current.num_processes, 'process', 'processes')})")
+
+
+def save_image(image, path: Path, fmt: str) -> None:
+    """Write a decoded image atomically, with its ICC profile (Pillow's JPEG and WebP writers embed one only when
+    given it)."""
+    write_atomically(path, lambda p: image.save(p, format=fmt, icc_profile=image.info.get("icc_profile")))
 
 
 def _format_for(path: Path) -> str:
@@ -719,7 +725,8 @@ def run_info(args: argparse.Namespace) -> None:
         print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')} by default")
         return
     print(f"file:        {args.input} ({len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp)")
-    print(f"image:       {h.width}x{h.height}, original mode {h.mode}")
+    colour = f"ICC profile of {len(file.icc_profile)} bytes" if file.icc_profile else "sRGB (no ICC profile)"
+    print(f"image:       {h.width}x{h.height}, original mode {h.mode}, {colour}")
     print(f"quality:     {h.quality:g}")
     print(f"model:       {h.model_name} (id {h.model_id.hex()})")
     print(f"refinement:  seed {h.seed}, {plural(h.num_inference_steps, 'step')}, strength {h.strength:g} by default")

@@ -7,6 +7,7 @@ file can be wrong surfaces as one exception type, :class:`~rdc_diffusers.errors.
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 from ..errors import RDCFormatError, RDCModelMismatchError
@@ -40,6 +41,10 @@ MODES: tuple[str, ...] = (
 )  # fmt: skip
 
 MAX_SECTIONS = 255
+FLAG_ICC_PROFILE = 0x01
+"""Feature flag: the last section is the image's ICC profile (zlib-compressed, as PNG stores it)."""
+MAX_ICC_PROFILE = 4 * 2**20
+"""Largest ICC profile read (bytes, inflated): real ones are 0.5-60 KB; a larger one is a zlib bomb."""
 QUALITY_SCALE = 100  # the quality and the strength are stored in hundredths
 MAX_QUALITY_STORED = 100 * QUALITY_SCALE
 MAX_STRENGTH_STORED = 1 * QUALITY_SCALE
@@ -74,7 +79,8 @@ class RDCFile:
     """A header plus its entropy-coded payloads, e.g. ``(y_string, z_string)``."""
 
     header: RDCHeader
-    sections: tuple[bytes, ...]  # 1..255 sections
+    sections: tuple[bytes, ...]  # 1..255 sections (254 with an ICC profile)
+    icc_profile: bytes | None = None  # the colour space of the image's pixels; None: sRGB
 
 
 def encode_file(file: RDCFile) -> bytes:
@@ -94,11 +100,17 @@ def encode_file(file: RDCFile) -> bytes:
     quality = check_hundredths("quality", h.quality, MAX_QUALITY_STORED)
     strength = check_hundredths("strength", h.strength, MAX_STRENGTH_STORED)
     sections = [bytes(s) for s in file.sections]
-    if not 1 <= len(sections) <= MAX_SECTIONS:
-        raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS} sections, got {len(sections)}")
+    flags = 0
+    if file.icc_profile:
+        if not isinstance(file.icc_profile, (bytes, bytearray)) or len(file.icc_profile) > MAX_ICC_PROFILE:
+            raise ValueError(f"icc_profile must be bytes, at most {MAX_ICC_PROFILE} of them")
+        flags |= FLAG_ICC_PROFILE
+        sections.append(zlib.compress(bytes(file.icc_profile), 9))
+    if not 1 + bool(flags) <= len(sections) <= MAX_SECTIONS:
+        raise ValueError(f"an .rdc file holds 1..{MAX_SECTIONS - bool(flags)} sections, got {len(file.sections)}")
 
     body = bytearray(
-        _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, width, height, MODES.index(h.mode), bytes(h.model_id), len(name))
+        _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, width, height, MODES.index(h.mode), bytes(h.model_id), len(name))
     )
     body += name
     body += _MIDDLE.pack(seed, steps, quality, strength, len(sections))
@@ -128,8 +140,8 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
 
     # From here on the bytes are what the writer wrote; the checks catch a buggy or hostile writer.
     _, _, flags, width, height, mode_index, model_id, name_len = _PREFIX.unpack_from(body, 0)
-    if flags != 0:
-        raise RDCFormatError(f"unsupported feature flags 0x{flags:02x}; this reader supports none")
+    if flags & ~FLAG_ICC_PROFILE:
+        raise RDCFormatError(f"unsupported feature flags 0x{flags:02x}; this reader supports 0x{FLAG_ICC_PROFILE:02x}")
     if width < 1 or height < 1:
         raise RDCFormatError(f"invalid image size {width}x{height}")
     if mode_index >= len(MODES):
@@ -148,9 +160,12 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
         raise RDCFormatError(f"quality {quality / QUALITY_SCALE:g} is outside 0..100")
     if strength > MAX_STRENGTH_STORED:
         raise RDCFormatError(f"strength {strength / QUALITY_SCALE:g} is outside 0..1")
-    if n_sections == 0:
-        raise RDCFormatError("file has no sections")
+    if n_sections < 1 + (flags & FLAG_ICC_PROFILE):
+        raise RDCFormatError("file has no sections" if n_sections == 0 else "file has an ICC profile but no image")
     sections = read_sections(body, pos, n_sections)
+    icc_profile = None
+    if flags & FLAG_ICC_PROFILE:
+        sections, icc_profile = sections[:-1], inflate_profile(sections[-1])
 
     header = RDCHeader(
         width=width,
@@ -163,7 +178,19 @@ def decode_file(data: bytes | bytearray | memoryview) -> RDCFile:
         quality=quality / QUALITY_SCALE,
         strength=strength / QUALITY_SCALE,
     )
-    return RDCFile(header=header, sections=sections)
+    return RDCFile(header=header, sections=sections, icc_profile=icc_profile)
+
+
+def inflate_profile(section: bytes) -> bytes:
+    """The ICC profile section, inflated; at most :data:`MAX_ICC_PROFILE` bytes are ever produced."""
+    inflater = zlib.decompressobj()
+    try:
+        profile = inflater.decompress(section, MAX_ICC_PROFILE + 1)
+    except zlib.error as err:
+        raise RDCFormatError(f"corrupt ICC profile: {err}") from err
+    if len(profile) > MAX_ICC_PROFILE or not inflater.eof or inflater.unused_data:
+        raise RDCFormatError(f"corrupt ICC profile (not one zlib stream of at most {MAX_ICC_PROFILE} bytes)")
+    return profile
 
 
 def check_model(header: RDCHeader, model_id: bytes, model_name: str) -> None:

@@ -108,10 +108,12 @@ def crop_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[..., :height, :width]
 
 
-def to_output(x: torch.Tensor, output_type: str, mode: str) -> list[Image.Image] | np.ndarray | torch.Tensor:
+def to_output(x: torch.Tensor, output_type: str, mode: str,
+              icc_profile: bytes | None = None) -> list[Image.Image] | np.ndarray | torch.Tensor:
     """x: [B,3,H,W] in [0,1] (clamped here). output_type "pt" -> the clamped tensor; "np" -> float32 [B,H,W,3];
     "pil" -> list of PIL images: RGB, except that a grayscale original (modes "1","L","I;16","I;16B","I;16L","I","F")
-    comes back as "L" (8-bit). Anything else -> ValueError naming the allowed values.
+    comes back as "L" (8-bit), tagged with ``icc_profile`` (the pixels' colour space) when given. Anything else ->
+    ValueError naming the allowed values.
 
     Grayscale is the mean of the three decoded channels: each is an estimate of the same value.
     """
@@ -129,7 +131,16 @@ def to_output(x: torch.Tensor, output_type: str, mode: str) -> list[Image.Image]
         pixels = x.mean(dim=1).mul_(255.0).round_().to(torch.uint8).numpy()  # [B, H, W]
     else:
         pixels = x.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
-    return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
+    images = [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
+    for image in images if icc_profile else ():
+        image.info["icc_profile"] = icc_profile  # what Pillow's writers embed
+    return images
+
+
+def icc_profile(image: object) -> bytes | None:
+    """The ICC profile of a PIL image: the colour space its pixel values are in (a phone's Display P3, Adobe
+    RGB, ...), which a file of them must carry to be shown right. None for arrays and untagged (sRGB) images."""
+    return (image.info.get("icc_profile") or None) if isinstance(image, Image.Image) else None
 
 
 def _check_size(height: int, width: int) -> None:

@@ -19,7 +19,7 @@ from ..bitstream.rdc import RDCFile, RDCHeader, check_model, decode_file, encode
 from ..errors import RDCFormatError
 from ..hub.pretrained import model_name, resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size, check_file_steps, check_stored_steps
-from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..media.image_io import crop_to, icc_profile, pad_to_multiple, to_output, to_tensor
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
 from ..rate_control import byte_budget, search_quality
@@ -193,6 +193,7 @@ class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
         check_stored_steps(self.config.default_num_inference_steps if num_inference_steps is None
                            else num_inference_steps, self.scheduler.config.num_train_timesteps)
         x, mode = to_tensor(image)
+        profile = icc_profile(image)  # stored, so the decode is shown in the image's colour space
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)
         # The codec's own device, not _execution_device: under enable_model_cpu_offload the codec stays on the
@@ -217,7 +218,7 @@ class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
         def encode(q: float, steps: int = 0) -> bytes:
             out = self.codec.code_latent(analysis, q, encoder_steps=steps)
             return encode_file(RDCFile(header=replace(header, quality=check_quality(q)),
-                                       sections=self.codec.to_sections(out["strings"])))
+                                       sections=self.codec.to_sections(out["strings"]), icc_profile=profile))
 
         if target_bpp is None:
             return encode(self.config.default_quality if quality is None else quality, encoder_steps)
@@ -320,7 +321,7 @@ class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
 
         # 4. Crop the padding away and convert.
         x_hat = crop_to(x_hat.clamp_(0, 1), header.height, header.width)
-        images = to_output(x_hat.cpu(), output_type, header.mode)
+        images = to_output(x_hat.cpu(), output_type, header.mode, file.icc_profile)
         bpp = [8 * len(data) / (header.width * header.height)]
         self.maybe_free_model_hooks()
         if not return_dict:

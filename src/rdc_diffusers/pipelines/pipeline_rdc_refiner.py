@@ -10,11 +10,10 @@ from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
 from ..hub.pretrained import resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size
-from ..media.image_io import crop_to, pad_to_multiple, to_output, to_tensor
+from ..media.image_io import crop_to, icc_profile, pad_to_multiple, to_output, to_tensor
 from ..media.standard_codecs import check_format, upright
 from ..models.base_codec import BaseCodec
 from ..models.residual_unet import ResidualUNet
@@ -103,9 +102,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         x, mode = to_tensor(image)
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)
-        picture = to_output(x, "pil", mode)[0]
-        if isinstance(image, Image.Image) and image.info.get("icc_profile"):
-            picture.info["icc_profile"] = image.info["icc_profile"]  # the file keeps the image's colour space
+        picture = to_output(x, "pil", mode, icc_profile(image))[0]  # the file keeps the image's colour space
 
         def encode(q: float) -> bytes:
             return self.codec.encode(picture, format, round(q))
@@ -186,11 +183,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             x_hat = crop_to(x + strength * (x_hat - x), height, width)
         else:
             x_hat = x_init
-        orientation, icc_profile = self.codec.viewing(data)  # shown as viewers show the file
-        images = to_output(upright(x_hat.clamp(0, 1).cpu(), orientation), output_type, mode)
-        if output_type == "pil" and icc_profile:
-            for image in images:
-                image.info["icc_profile"] = icc_profile
+        orientation, profile = self.codec.viewing(data)  # shown as viewers show the file
+        images = to_output(upright(x_hat.clamp(0, 1).cpu(), orientation), output_type, mode, profile)
         bpp = [8 * len(data) / (width * height)]
         self.maybe_free_model_hooks()
         if not return_dict:
