@@ -145,8 +145,10 @@ def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_p
     shutil.copytree(tiny_model_dir, model)
     refiner = build_tiny_refiner()
     refiner.save_pretrained(model / "refiner")
-    data = refiner.compress(random_image(40, 56, seed=3), format="jpeg", quality=30)
-    (tmp_path / "x.jpg").write_bytes(data)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone's portrait photo: stored sideways, shown turned
+    random_image(40, 56, seed=3).save(tmp_path / "x.jpg", quality=30, exif=exif)
+    data = (tmp_path / "x.jpg").read_bytes()
     demo = build_demo({"tiny-rdc": model}, max_pixels=MAX_PIXELS, max_upload_mb=MAX_UPLOAD_MB)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -156,6 +158,7 @@ def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_p
     finally:
         demo.close()
     assert original is None and stats["base"] == "jpeg" and "jpeg" in table
+    assert (stats["width"], stats["height"]) == (40, 56) and "40×56" in table
     assert np.array_equal(pixels(plain), np.asarray(refiner.decompress(data, refine=False).images[0]))
     assert np.array_equal(pixels(refined), np.asarray(refiner.decompress(data, seed=5).images[0]))
 

@@ -173,6 +173,35 @@ def test_the_colour_space_goes_from_the_image_to_the_file_to_the_refined_image(r
             assert written.info.get("icc_profile") == profile
 
 
+@pytest.mark.parametrize("name", ["webp", "avif"])
+def test_a_transparent_files_alpha_comes_back_untouched(rdc, refiner, name, tmp_path):
+    """A cut-out product photo or a logo as WebP/AVIF: the refinement changes colour, never the transparency."""
+    colour = random_image(48, 80)
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6
+    rgba = colour.copy()
+    rgba.putalpha(Image.linear_gradient("L").resize((80, 48)))
+    data = save(rgba, name, quality=40, exif=exif)
+    with Image.open(io.BytesIO(data)) as opened:
+        shown = ImageOps.exif_transpose(opened)
+        shown.load()
+    for refine in (False, True):
+        decoded = refiner.decompress(data, refine=refine).images[0]
+        assert decoded.mode == "RGBA" and decoded.size == shown.size == (48, 80)
+        assert np.array_equal(np.asarray(decoded.getchannel("A")), np.asarray(shown.getchannel("A")))
+    assert np.array_equal(np.asarray(decoded.convert("RGB")), pixels(refiner.decompress(data).images[0]))
+    assert refiner.decompress(data, output_type="pt").images.shape[1] == 3
+    model = tmp_path / "tiny-refiner"
+    refiner.save_pretrained(model)
+    (tmp_path / "in").write_bytes(data)
+    assert rdc("refine", str(tmp_path / "in"), "-o", str(tmp_path / "out.png"), "--model", str(model)).code == 0
+    with Image.open(tmp_path / "out.png") as written:
+        assert written.mode == "RGBA"
+    refused = rdc("refine", str(tmp_path / "in"), "-o", str(tmp_path / "out.jpg"), "--model", str(model))
+    assert refused.code == 2 and "JPEG cannot hold transparency" in refused.err
+    assert not (tmp_path / "out.jpg").exists()
+
+
 def test_a_progressive_jpegs_payload_is_its_scans_without_the_tables_between_them():
     image = random_image(64, 96)
     baseline, progressive = save(image, "jpeg", quality=50), save(image, "jpeg", quality=50, progressive=True)

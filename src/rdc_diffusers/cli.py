@@ -641,7 +641,9 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
 
 def save_image(image, path: Path, fmt: str) -> None:
     """Write a decoded image atomically, with its ICC profile (Pillow's JPEG and WebP writers embed one only when
-    given it)."""
+    given it). A refined transparent file cannot become a JPEG: that is said, not dropped."""
+    if image.mode in ("RGBA", "LA") and fmt == "JPEG":
+        raise CLIError(f"{path}: the image is transparent and JPEG cannot hold transparency: write .png or .webp")
     write_atomically(path, lambda p: image.save(p, format=fmt, icc_profile=image.info.get("icc_profile")))
 
 

@@ -329,6 +329,7 @@ def build_demo(
             raise _error(f"Cannot refine this file: {err}") from err
         except (OSError, ValueError) as err:  # a model folder without refiner/
             raise _error(f"The model {model} has no refiner: {str(err).splitlines()[0]}") from err
+        width, height = decoded[FAST].size  # as shown: turned by the file's EXIF orientation
         file = SimpleNamespace(width=width, height=height, quality=None, seed=int(seed or 0), base=base)
         stats = _stats(model, data, decoded, scheduler, None, None, file)
         return _results(None, decoded, stats, None)

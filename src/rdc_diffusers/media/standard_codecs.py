@@ -56,9 +56,10 @@ def probe(data: bytes) -> tuple[str, int, int]:
     return next(k for k, v in FORMATS.items() if v == found), width, height
 
 
-def decode(data: bytes) -> tuple[np.ndarray, str]:
-    """``(uint8 [H, W, 3] pixels as stored, mode)`` of a file :func:`probe` accepted (mode ``"L"`` for grayscale,
-    else ``"RGB"``); a broken file raises :class:`RDCFormatError`. :func:`viewing` says how viewers show them."""
+def decode(data: bytes) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """``(uint8 [H, W, 3] pixels as stored, mode, uint8 [H, W] alpha or None)`` of a file :func:`probe` accepted
+    (mode ``"L"`` for grayscale, else ``"RGB"``; WebP and AVIF may hold transparency); a broken file raises
+    :class:`RDCFormatError`. :func:`viewing` says how viewers show them."""
     import numpy as np
     from PIL import Image
 
@@ -66,7 +67,8 @@ def decode(data: bytes) -> tuple[np.ndarray, str]:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             mode = "L" if image.mode in ("L", "1") else "RGB"
-            return np.array(image.convert("RGB")), mode
+            alpha = np.array(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
+            return np.array(image.convert("RGB")), mode, alpha
     except _ERRORS as err:
         raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
 

@@ -57,12 +57,13 @@ class BaseCodec(CompleteWeightsMixin, ModelMixin, ConfigMixin):
     payload_bytes = staticmethod(standard_codecs.payload_bytes)
 
     @staticmethod
-    def decode(data: bytes) -> tuple[Tensor, str]:
-        """``(x_init [1, 3, H, W] in [0, 1] as stored, mode)`` of a file :meth:`probe` accepted (mode ``"L"`` for
-        grayscale, else ``"RGB"``; :meth:`viewing` says how viewers show it); a broken file raises
-        :class:`RDCFormatError`."""
-        pixels, mode = standard_codecs.decode(data)
-        return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, mode
+    def decode(data: bytes) -> tuple[Tensor, str, Tensor | None]:
+        """``(x_init [1, 3, H, W] in [0, 1] as stored, mode, uint8 alpha [1, 1, H, W] or None)`` of a file
+        :meth:`probe` accepted (see :func:`~rdc_diffusers.media.standard_codecs.decode`; :meth:`viewing` says how
+        viewers show it); a broken file raises :class:`RDCFormatError`."""
+        pixels, mode, alpha = standard_codecs.decode(data)
+        alpha = None if alpha is None else torch.from_numpy(alpha)[None, None]
+        return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255, mode, alpha
 
     def forward(self, x_init: Tensor) -> Tensor:
         """ŷ for an ``x_init`` whose sides are multiples of :attr:`alignment`."""

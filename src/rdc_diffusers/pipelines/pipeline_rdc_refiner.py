@@ -10,6 +10,7 @@ from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from ..hub.pretrained import resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size
@@ -137,7 +138,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         r"""Decode a JPEG, WebP or AVIF file, refined or not (``refine=False``: Pillow's decode, as any viewer).
 
         The stored pixels are refined (where the codec's blocks lie), then turned by the file's EXIF orientation;
-        PIL images carry its ICC profile: the result is shown as viewers show the file.
+        PIL images carry its ICC profile and its transparency (WebP, AVIF: ``RGBA`` / ``LA``, alpha as decoded;
+        ``"np"`` and ``"pt"`` are colour only): the result is shown as viewers show the file.
 
         Args:
             data: the file's bytes.
@@ -157,7 +159,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         """
         _, width, height = self.codec.probe(data)
         check_decode_size(width, height, max_pixels)
-        x_init, mode = self.codec.decode(data)
+        x_init, mode, alpha = self.codec.decode(data)
         steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         strength = self.config.default_strength if strength is None else check_strength(strength)
         if refine and steps > 0 and strength > 0:
@@ -185,6 +187,10 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             x_hat = x_init
         orientation, profile = self.codec.viewing(data)  # shown as viewers show the file
         images = to_output(upright(x_hat.clamp(0, 1).cpu(), orientation), output_type, mode, profile)
+        if alpha is not None and output_type == "pil":  # the file's transparency, untouched: refining is colour's
+            mask = Image.fromarray(upright(alpha, orientation)[0, 0].numpy())
+            for image in images:
+                image.putalpha(mask)
         bpp = [8 * len(data) / (width * height)]
         self.maybe_free_model_hooks()
         if not return_dict:
