@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "PatchGAN critic (rdc_diffusers.training.PatchDiscriminator, trained alongside at 4x "
                              "--lr); 0: none")
     parser.add_argument("--few-step-fraction", type=float, default=0.5,
-                        help="residual stage: share of batches that start where a 1-8 step DDIM sampler is after "
-                             "running the model itself (the others: a noised true residual at a random timestep)")
+                        help="residual and refiner stages: share of batches that start where a DDIM sampler of "
+                             "--sampler-steps is after running the model itself (the others: a noised true "
+                             "residual at a random timestep)")
+    parser.add_argument("--sampler-steps", type=int, nargs="+", default=list(SAMPLER_STEPS),
+                        help="the DDIM step counts whose own trajectories those batches follow (one at random)")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--default-steps", type=int, default=2, help="refinement steps written into new files")
     parser.add_argument("--crop-size", type=int, default=128)
@@ -571,7 +574,7 @@ def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x:
     base = model.base(cond["x_init"])
     noise = torch.randn_like(x)
     if torch.rand(()) < args.few_step_fraction:
-        steps = SAMPLER_STEPS[torch.randint(len(SAMPLER_STEPS), ()).item()]
+        steps = args.sampler_steps[torch.randint(len(args.sampler_steps), ()).item()]
         r_t, t = sampler_state(sampler, model, noise, cond, steps, k=torch.randint(steps, ()).item())
     else:
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x.shape[0],), device=x.device)

@@ -102,8 +102,10 @@ def encode_file(file: RDCFile) -> bytes:
     sections = [bytes(s) for s in file.sections]
     flags = 0
     if file.icc_profile:
-        if not isinstance(file.icc_profile, (bytes, bytearray)) or len(file.icc_profile) > MAX_ICC_PROFILE:
-            raise ValueError(f"icc_profile must be bytes, at most {MAX_ICC_PROFILE} of them")
+        if not isinstance(file.icc_profile, (bytes, bytearray)):
+            raise TypeError(f"icc_profile must be bytes, got {type(file.icc_profile).__name__}")
+        if len(file.icc_profile) > MAX_ICC_PROFILE:
+            raise ValueError(f"icc_profile must be at most {MAX_ICC_PROFILE} bytes, got {len(file.icc_profile)}")
         flags |= FLAG_ICC_PROFILE
         sections.append(zlib.compress(bytes(file.icc_profile), 9))
     if not 1 + bool(flags) <= len(sections) <= MAX_SECTIONS:

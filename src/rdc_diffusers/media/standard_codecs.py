@@ -16,6 +16,12 @@ SUFFIXES = {"jpeg": ".jpg", "webp": ".webp", "avif": ".avif"}
 _FEATURES = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 _ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
+ORIENTATION_TAG = 0x0112
+"""EXIF Orientation: how viewers turn a file's stored pixels (1: as stored; 2-8: a flip or quarter turn)."""
+_UPRIGHT = {1: (False, 0, ()), 2: (False, 0, (-1,)), 3: (False, 2, ()), 4: (False, 0, (-2,)),
+            5: (True, 0, ()), 6: (False, -1, ()), 7: (True, 2, ()), 8: (False, 1, ())}
+"""Orientation -> (transpose, counter-clockwise quarter turns, flipped dims): ``PIL.ImageOps.exif_transpose``."""
+
 if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor
@@ -79,16 +85,12 @@ def viewing(data: bytes) -> tuple[int, bytes | None]:
     phone's photo is often both turned and in Display P3; a refinement of its pixels must be shown the same way."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        orientation = image.getexif().get(ORIENTATION_TAG, 1)
-        return orientation if orientation in _UPRIGHT else 1, image.info.get("icc_profile") or None
-
-
-ORIENTATION_TAG = 0x0112
-"""EXIF Orientation: how viewers turn a file's stored pixels (1: as stored; 2-8: a flip or quarter turn)."""
-_UPRIGHT = {1: (False, 0, ()), 2: (False, 0, (-1,)), 3: (False, 2, ()), 4: (False, 0, (-2,)),
-            5: (True, 0, ()), 6: (False, -1, ()), 7: (True, 2, ()), 8: (False, 1, ())}
-"""Orientation -> (transpose, counter-clockwise quarter turns, flipped dims): ``PIL.ImageOps.exif_transpose``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            return orientation if orientation in _UPRIGHT else 1, image.info.get("icc_profile") or None
+    except _ERRORS as err:
+        raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
 
 
 def upright(x: Tensor, orientation: int) -> Tensor:
