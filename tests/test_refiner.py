@@ -176,11 +176,15 @@ def test_the_colour_space_goes_from_the_image_to_the_file_to_the_refined_image(r
 @pytest.mark.parametrize("name", ["webp", "avif"])
 def test_a_transparent_files_alpha_comes_back_untouched(rdc, refiner, name, tmp_path):
     """A cut-out product photo or a logo as WebP/AVIF: the refinement changes colour, never the transparency."""
-    colour = random_image(48, 80)
+    rgba = random_image(48, 80)
+    rgba.putalpha(Image.linear_gradient("L").resize((80, 48)))
+    with Image.open(io.BytesIO(refiner.compress(rgba, format=name, quality=40))) as written:  # rdc compress --base
+        assert written.mode == "RGBA"
+        assert np.abs(np.asarray(written.getchannel("A"), float) - np.asarray(rgba.getchannel("A"))).mean() < 2
+    with Image.open(io.BytesIO(refiner.compress(rgba, format="jpeg", quality=40))) as written:
+        assert written.mode == "RGB"
     exif = Image.Exif()
     exif[ORIENTATION_TAG] = 6
-    rgba = colour.copy()
-    rgba.putalpha(Image.linear_gradient("L").resize((80, 48)))
     data = save(rgba, name, quality=40, exif=exif)
     with Image.open(io.BytesIO(data)) as opened:
         shown = ImageOps.exif_transpose(opened)

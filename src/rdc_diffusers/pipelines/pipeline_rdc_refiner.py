@@ -96,7 +96,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
                  target_bpp: float | None = None, max_pixels: float | None = None) -> bytes:
         """Encode one image as a standard ``format`` file (``"jpeg"``, ``"webp"``, ``"avif"``; default
         ``config.default_format``) at Pillow's ``quality`` 0..100, or at the highest quality whose file is at most
-        ``target_bpp`` bits per pixel (raises [`RateTargetError`] when quality 0 is larger)."""
+        ``target_bpp`` bits per pixel (raises [`RateTargetError`] when quality 0 is larger). The file keeps a PIL
+        image's ICC profile, and its transparency unless it is a JPEG."""
         if quality is not None and target_bpp is not None:
             raise ValueError("give either quality or target_bpp, not both")
         format = check_format(self.config.default_format if format is None else format)
@@ -104,6 +105,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)
         picture = to_output(x, "pil", mode, icc_profile(image))[0]  # the file keeps the image's colour space
+        if format != "jpeg" and isinstance(image, Image.Image) and image.has_transparency_data:
+            picture.putalpha(image.convert("RGBA").getchannel("A"))  # WebP and AVIF hold transparency, JPEG not
 
         def encode(q: float) -> bytes:
             return self.codec.encode(picture, format, round(q))
