@@ -491,9 +491,12 @@ def test_the_colour_space_goes_from_the_image_through_the_file_to_every_decode(r
     (tmp_path / "in").mkdir()
     image.save(tmp_path / "in" / "p3.png", icc_profile=profile)
     random_image(24, 40).save(tmp_path / "in" / "srgb.png")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    random_image(24, 40).save(tmp_path / "in" / "tagged_srgb.png", icc_profile=srgb)
     assert rdc("compress", tmp_path / "in", "-o", tmp_path / "coded", "--model", tiny_model_dir)[0] == 0
     plain, tagged = (tmp_path / "coded" / "srgb.rdc").read_bytes(), (tmp_path / "coded" / "p3.rdc").read_bytes()
     assert len(tagged) > len(plain)  # the profile is in the file, and counted in its bits
+    assert (tmp_path / "coded" / "tagged_srgb.rdc").read_bytes() == plain  # sRGB is what untagged means: no bits
 
     assert rdc("decompress", tmp_path / "coded", "-o", tmp_path / "out", "--model", tiny_model_dir, "--fast")[0] == 0
     for output in ("p3.jpg", "p3.webp"):
