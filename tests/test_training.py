@@ -136,6 +136,39 @@ def test_the_residual_stage_trains_on_the_pipelines_own_sampling_trajectory():
     assert not torch.allclose(seen[1], seen[0]) and not torch.allclose(seen[2], seen[1])  # the model did move r_t
 
 
+@pytest.mark.parametrize("steps", [1, 4])
+def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
+    """--few-step-fraction 1 --sampler-steps 1 (how the refiner, decoded in one step, trains since session 24):
+    every batch is the 1-step sampler's own state, pure noise at its one timestep, and no trajectory is run."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
+
+    script = load_script("examples/train_rdc.py")
+    pipe = build_tiny_pipeline()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        coded = pipe.codec(x, 50.0)
+    cond = {"x_init": coded["x_init"].clamp(0, 1), "y_hat": coded["y_hat"], "quality": torch.tensor([50.0, 50.0])}
+    calls = []
+    forward = pipe.unet.forward
+    pipe.unet.forward = lambda r_t, t, **kw: calls.append((r_t.clone(), t.clone())) or forward(r_t, t, **kw)
+    noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=pipe.unet.config.prediction_type)
+    sampler = DDIMScheduler.from_config(noise_scheduler.config)
+    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[steps], rho=0.0)
+    for seed in range(10):  # with the default 1-8 step mix, k = 0 ten times running has odds of 1 in 2,000
+        calls.clear()
+        torch.manual_seed(seed)
+        noise = torch.randn_like(x)
+        torch.manual_seed(seed)
+        script.residual_losses(args, pipe.unet, noise_scheduler, sampler, x, cond)
+        sampler.set_timesteps(steps)
+        k = len(calls) - 1  # the sampler's steps the model ran before the trained one
+        assert calls[-1][1].tolist() == [sampler.timesteps[k].item()] * 2
+        if steps == 1:
+            assert k == 0 and torch.equal(calls[0][0], noise)
+
+
 def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, tmp_path):
     """--init from a codec saved before the rate gains existed (the retired single-rate models): its transforms
     load, the gains start from their initialisation, and the init's config wins over the command line."""
