@@ -22,7 +22,7 @@ from rdc_diffusers import (
     RDCRefinerPipeline,
 )
 from rdc_diffusers.media.image_io import to_tensor
-from rdc_diffusers.media.standard_codecs import FORMATS, ORIENTATION_TAG, upright
+from rdc_diffusers.media.standard_codecs import FORMATS, ORIENTATION_TAG, SUFFIXES, upright
 from rdc_diffusers.models.base_codec import RATE_ANCHORS
 
 EXAMPLE_IMAGE = Path(__file__).parents[1] / "examples" / "images" / "kodim23.png"
@@ -246,6 +246,31 @@ def test_rdc_compress_base_then_rdc_refine(rdc, refiner, tmp_path):
     refused = rdc("compress", str(tmp_path / "in.png"), "--base", "jpeg", "--steps", "2", "-o", str(tmp_path),
                   "--model", str(model))
     assert refused.code == 2 and "stores no refinement settings" in refused.err
+
+
+def test_rdc_refine_a_folder(rdc, refiner, tmp_path):
+    """A folder of the files people have: each refined into OUTDIR/<stem>.png, as the API refines it; a broken one
+    stops everything before the model is loaded, naming it."""
+    model = tmp_path / "tiny-refiner"
+    refiner.save_pretrained(model)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, seed in (("a", "jpeg"), ("b", "webp"), ("c", "avif")):
+        (photos / f"{name}{SUFFIXES[seed]}").write_bytes(refiner.compress(random_image(24, 40, seed=len(name)),
+                                                                          format=seed, quality=30))
+    (photos / "notes.txt").write_text("not an image: left alone")
+    done = rdc("refine", str(photos), "-o", str(tmp_path / "out"), "--model", str(model), "--seed", "3")
+    assert done.code == 0, done.err
+    lines = done.out.splitlines()
+    assert lines[0] == f"{tmp_path / 'out' / 'a.png'}: 40x24 RGB, refined, 1 step of DDIMScheduler, strength 1, " \
+                       "seed 3 (jpeg file)"
+    assert lines[-1] == "3 files (1 process)" and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.png", "b.png", "c.png"]
+    expected = refiner.decompress((photos / "c.avif").read_bytes(), seed=3).images[0]
+    assert np.array_equal(pixels(Image.open(tmp_path / "out" / "c.png")), pixels(expected))
+    (photos / "d.jpg").write_bytes(b"\xff\xd8 not really")
+    broken = rdc("refine", str(photos), "-o", str(tmp_path / "again"), "--model", str(model))
+    assert broken.code == 1 and "d.jpg" in broken.err and not (tmp_path / "again").exists()
 
 
 def test_a_tiled_refinement_matches_the_whole_one(refiner):

@@ -7,7 +7,7 @@ import importlib.util
 import math
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 
@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     refine = sub.add_parser("refine", parents=[model, decoding, files],
                             help="JPEG / WebP / AVIF file -> the image refined by residual diffusion")
-    refine.add_argument("input", type=Path, help="a .jpg, .webp or .avif file")
-    refine.add_argument("-o", "--output", type=Path, required=True, help="image file (.png for lossless)")
+    refine.add_argument("input", type=Path, help="a .jpg, .webp or .avif file, or a folder of them")
+    refine.add_argument("-o", "--output", type=Path, required=True,
+                        help="image file (.png for lossless); for a folder, a folder (OUTDIR/<stem>.png)")
     refine.add_argument("--strength", type=parse_strength, default=None, metavar="S",
                         help="fidelity <-> realism, 0..1 (0: the plain decode; default: the model's)")
     refine.add_argument("--seed", type=SEED, default=0,
@@ -395,12 +396,31 @@ def run_compress_base(args: argparse.Namespace) -> None:
 
 
 def run_refine(args: argparse.Namespace) -> None:
-    """``rdc refine``: a JPEG / WebP / AVIF file refined; nothing is loaded before the file is known to be one."""
+    """``rdc refine``: a JPEG / WebP / AVIF file (or a folder of them) refined; nothing is loaded before every file is
+    known to be one."""
     from .limits import check_decode_size
     from .media.standard_codecs import probe
 
     if args.fast and args.strength is not None:
         raise CLIError("--fast is the plain decode: leave out --strength (or use --strength 0)")
+
+    def decode(pipe, data: bytes):
+        return pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
+                               seed=args.seed, max_pixels=args.max_pixels).images[0]
+
+    def describe(pipe, base: str) -> str:
+        steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
+        strength = pipe.config.default_strength if args.strength is None else args.strength
+        how = "plain decode" if args.fast or steps == 0 or strength == 0 else (
+            f"refined, {plural(steps, 'step')} of {type(pipe.scheduler).__name__}, strength {strength:g}, "
+            f"seed {args.seed}")
+        return f"{how} ({base} file)"
+
+    if args.input.is_dir():
+        paths = sorted(p for p in args.input.iterdir() if p.suffix.lower() in REFINE_SUFFIXES and p.is_file())
+        if not paths:
+            raise CLIError(f"{args.input}: no {', '.join(REFINE_SUFFIXES)} files in this folder")
+        return decode_folder(args, paths, probe, "refiner", decode, describe)
     args.output = output_file(args, ".png")
     fmt = _format_for(args.output)
     data = read_bytes(args.input)
@@ -409,15 +429,13 @@ def run_refine(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args.model, "refiner")
     use_scheduler(pipe, args.scheduler)
     check_steps_option(pipe, args.steps)
-    out = pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
-                          seed=args.seed, max_pixels=args.max_pixels)
-    image = out.images[0]
+    image = decode(pipe, data)
     save_image(image, args.output, fmt)
-    steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
-    strength = pipe.config.default_strength if args.strength is None else args.strength
-    how = "plain decode" if args.fast or steps == 0 or strength == 0 else (
-        f"refined, {plural(steps, 'step')} of {type(pipe.scheduler).__name__}, strength {strength:g}, seed {args.seed}")
-    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {how} ({base} file)")
+    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {describe(pipe, base)}")
+
+
+REFINE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".avif")
+"""What ``rdc refine FOLDER`` takes from the folder (each file is still checked to be what its name says)."""
 
 
 def _list_images(folder: Path, limit: int | None = None) -> list[Path]:
@@ -597,26 +615,42 @@ def check_steps_option(pipe, steps: int | None) -> None:
 
 
 def run_decompress_folder(args: argparse.Namespace) -> None:
-    """Every ``.rdc`` file of a folder -> ``OUTDIR/<stem>.png``, as ``rdc compress DIR -o OUTDIR`` wrote them;
-    each process of ``accelerate launch`` takes a share. Every file is checked before the model is loaded."""
+    """Every ``.rdc`` file of a folder -> ``OUTDIR/<stem>.png``, as ``rdc compress DIR -o OUTDIR`` wrote them."""
     from .bitstream.rdc import decode_file
-    from .limits import check_decode_size
-    from .parallel import map_shards, state
+
+    def read(data: bytes) -> tuple[object, int, int]:
+        header = decode_file(data).header
+        return header, header.width, header.height
+
+    def decode(pipe, data: bytes):
+        return pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
+                               max_pixels=args.max_pixels).images[0]
 
     paths = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".rdc" and p.is_file())
     if not paths:
         raise CLIError(f"{args.input}: no .rdc files in this folder")
+    decode_folder(args, paths, read, "image", decode, lambda pipe, header: decode_how(args, pipe, header))
+
+
+def decode_folder(args: argparse.Namespace, paths: list[Path], read: Callable, kind: str, decode: Callable,
+                  describe: Callable) -> None:
+    """Each of ``paths`` decoded by ``decode(pipe, bytes)`` into ``OUTDIR/<stem>.png``; each process of ``accelerate
+    launch`` takes a share. Every file is read first (``read(bytes) -> (header, width, height)``: a broken file or a
+    bomb fails before the ``kind`` model is loaded); each output is reported with ``describe(pipe, header)``."""
+    from .limits import check_decode_size
+    from .parallel import map_shards, state
+
     targets = output_folder(args, paths, ".png", "two files share a name stem (a.rdc, a.RDC), their PNGs would collide")
     headers = {}
-    for path in paths:  # a broken file (or a bomb) fails before a model is loaded
+    for path in paths:
         try:
-            headers[path] = decode_file(read_bytes(path)).header
+            headers[path], width, height = read(read_bytes(path))
         except RDCError as err:
             raise type(err)(f"{path}: {err}") from err
-        check_decode_size(headers[path].width, headers[path].height, args.max_pixels, what=str(path))
+        check_decode_size(width, height, args.max_pixels, what=str(path))
     args.output.mkdir(exist_ok=True)
     current = state()
-    pipe = load_pipeline(args.model).to(current.device)
+    pipe = load_pipeline(args.model, kind).to(current.device)
     pipe.set_progress_bar_config(disable=True)  # one bar over the files instead
     use_scheduler(pipe, args.scheduler)
     check_steps_option(pipe, args.steps)
@@ -625,8 +659,7 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
     def work(share: list[tuple[Path, Path]]) -> list[dict]:
         done = []
         for path, target in files_progress(share, current):
-            image = pipe.decompress(read_bytes(path), refine=not args.fast, num_inference_steps=args.steps,
-                                    strength=args.strength, max_pixels=args.max_pixels).images[0]
+            image = decode(pipe, read_bytes(path))
             save_image(image, target, "PNG")
             done.append({"input": path, "output": target, "size": f"{image.width}x{image.height} {image.mode}"})
         return done
@@ -635,7 +668,7 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
     if not current.is_main_process:
         return
     for record in done:
-        print(f"{record['output']}: {record['size']}, {decode_how(args, pipe, headers[record['input']])}")
+        print(f"{record['output']}: {record['size']}, {describe(pipe, headers[record['input']])}")
     print(f"{plural(len(done), 'file')} ({plural(current.num_processes, 'process', 'processes')})")
 
 
