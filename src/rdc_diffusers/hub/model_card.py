@@ -324,6 +324,9 @@ def _settings(run: str, a: dict, name: str) -> str:
         settings = (f"UNet {a.get('block_out_channels')}, {a.get('prediction_type')}-prediction, "
                     f"ρ={a.get('rho')} LPIPS, crops {a.get('crop_size')}, batch {a.get('batch_size')}, "
                     f"lr {a.get('lr')}→{a.get('final_lr')}, EMA {a.get('ema_decay')}")
+        if a.get("sampler_steps"):  # saved since session 24 (before: half the batches, on 1 to 8 steps)
+            steps = "/".join(str(n) for n in a["sampler_steps"])
+            settings += f", {a.get('few_step_fraction', 0.5):.0%} of batches on the {steps}-step sampler's own states"
         if stage == "refiner":
             settings = f"refiner of {' / '.join(a.get('bases', []))} decodes, " + settings
     if a.get("mixed_precision", "no") != "no":
