@@ -79,6 +79,24 @@ def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> I
     return Image.fromarray(pixels).convert(mode)
 
 
+def wide_gamut_profile() -> bytes:
+    """An RGB ICC profile that is not sRGB (no Display P3 file ships with Pillow): littleCMS's sRGB profile renamed
+    "wRGB built-in", its red, green and blue moved to Display P3's (XYZ, D50)."""
+    import struct
+
+    from PIL import ImageCms
+
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile = bytearray(bytes(profile).replace("sRGB".encode("utf-16-be"), "wRGB".encode("utf-16-be")))
+    p3 = {b"rXYZ": (0.5151, 0.2412, -0.0011), b"gXYZ": (0.2920, 0.6922, 0.0419), b"bXYZ": (0.1571, 0.0666, 0.7841)}
+    (count,) = struct.unpack_from(">I", profile, 128)
+    for i in range(count):
+        signature, offset, _ = struct.unpack_from(">4sII", profile, 132 + 12 * i)
+        if signature in p3:  # an XYZType: 'XYZ ', 4 reserved bytes, then X, Y, Z as s15Fixed16
+            struct.pack_into(">3i", profile, offset + 8, *(round(v * 65536) for v in p3[signature]))
+    return bytes(profile)
+
+
 def python_env(**overrides: str) -> dict[str, str]:
     """Environment for a child Python that imports the same ``rdc_diffusers`` as this process.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYTHON, Run, build_tiny_pipeline, load_pipeline, python_env, random_image
+from conftest import PYTHON, Run, build_tiny_pipeline, load_pipeline, python_env, random_image, wide_gamut_profile
 from diffusers import DDIMScheduler
 from PIL import Image, ImageCms
 
@@ -485,8 +485,8 @@ def test_progress_bars_show_on_a_terminal_only(rdc, tmp_path, tiny_video_dir, mo
 
 
 def test_the_colour_space_goes_from_the_image_through_the_file_to_every_decode(rdc, tiny_model_dir, tmp_path):
-    """A photo in Display P3 (here any ICC profile): decoded without its profile it would be shown as sRGB."""
-    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    """A photo in Display P3: decoded without its profile it would be shown as sRGB."""
+    profile = wide_gamut_profile()
     image = random_image(24, 40)
     (tmp_path / "in").mkdir()
     image.save(tmp_path / "in" / "p3.png", icc_profile=profile)

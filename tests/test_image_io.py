@@ -7,10 +7,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import wide_gamut_profile
+from PIL import Image, ImageCms
 
 from rdc_diffusers.errors import UnsupportedImageError
-from rdc_diffusers.media.image_io import crop_to, open_image, pad_to_multiple, to_output, to_tensor
+from rdc_diffusers.media.image_io import crop_to, icc_profile, open_image, pad_to_multiple, to_output, to_tensor
 
 H, W = 33, 47  # odd on purpose: nothing may assume even or multiple-of-16 sizes
 RNG = np.random.default_rng(0)
@@ -357,3 +358,19 @@ def test_a_single_frame_image_does_not_warn(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         to_tensor(open_image(tmp_path / "still.gif"))
+
+
+def test_only_a_profile_of_the_pixels_given_back_is_kept():
+    """sRGB is what untagged means (no bits for it); a CMYK or Lab profile does not describe the RGB pixels coded
+    (a CMYK photo is converted), nor an RGB one grayscale pixels; an unreadable one is no profile."""
+    def tagged(mode: str, profile: bytes) -> Image.Image:
+        image = Image.new(mode, (4, 4))
+        image.info["icc_profile"] = profile
+        return image
+
+    wide = wide_gamut_profile()
+    assert icc_profile(tagged("RGB", wide)) == wide and icc_profile(tagged("RGBA", wide)) == wide
+    for name in ("sRGB", "LAB"):
+        assert icc_profile(tagged("RGB", ImageCms.ImageCmsProfile(ImageCms.createProfile(name)).tobytes())) is None
+    assert icc_profile(tagged("L", wide)) is None and icc_profile(tagged("RGB", b"not a profile" * 20)) is None
+    assert icc_profile(Image.new("RGB", (4, 4))) is None and icc_profile(np.zeros((4, 4, 3))) is None

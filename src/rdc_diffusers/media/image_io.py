@@ -139,30 +139,36 @@ def to_output(x: torch.Tensor, output_type: str, mode: str,
 
 
 def icc_profile(image: object) -> bytes | None:
-    """The ICC profile of a PIL image: the colour space its pixel values are in (a phone's Display P3, Adobe
-    RGB, ...), which a file of them must carry to be shown right. None for arrays, untagged images and sRGB ones:
-    an untagged image is sRGB to every viewer, so an sRGB profile (3 KB in 4 of the 8 CLIC photos) would be
-    bits for nothing."""
+    """The ICC profile of a PIL image, kept with its pixels: the colour space their values are in (a phone's
+    Display P3, Adobe RGB, ...), which a file of them must carry to be shown right. None for arrays, untagged
+    images and sRGB ones (an untagged image is sRGB to every viewer: an sRGB profile, 3 KB in 4 of the 8 CLIC
+    photos, would be bits for nothing), and for a profile that does not describe the pixels given back (RGB, or
+    gray for grayscale: a CMYK photo's pixels become RGB) or that littleCMS cannot read."""
     profile = image.info.get("icc_profile") if isinstance(image, Image.Image) else None
-    return None if not profile or _is_srgb(profile) else profile
+    if not profile:
+        return None
+    try:
+        from PIL import ImageCms
+
+        parsed = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile
+        space = parsed.xcolor_space.strip()
+    except (ImportError, OSError, TypeError, ValueError):  # ImageCms.PyCMSError is an OSError
+        return None
+    if space != ("GRAY" if image.mode in GRAYSCALE_MODES else "RGB") or _is_srgb(parsed):
+        return None
+    return profile
 
 
 _SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
 """sRGB's red, green and blue in the ICC connection space (XYZ, D50-adapted)."""
 
 
-def _is_srgb(profile: bytes) -> bool:
-    """An sRGB profile by name and by primaries; any doubt (no littleCMS, an unreadable profile) keeps it."""
-    try:
-        from PIL import ImageCms
-
-        parsed = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile
-        colorants = [parsed.red_colorant, parsed.green_colorant, parsed.blue_colorant]
-        described = "srgb" in (parsed.profile_description or "").lower()
-    except (ImportError, OSError, TypeError, ValueError):  # ImageCms.PyCMSError is an OSError
-        return False
-    return described and all(c is not None and np.allclose(c[0], expected, atol=2e-3)
-                             for c, expected in zip(colorants, _SRGB_COLORANTS, strict=True))
+def _is_srgb(parsed) -> bool:
+    """An sRGB profile, by name and by primaries (a littleCMS profile object)."""
+    colorants = [parsed.red_colorant, parsed.green_colorant, parsed.blue_colorant]
+    return "srgb" in (parsed.profile_description or "").lower() and all(
+        c is not None and np.allclose(c[0], expected, atol=2e-3)
+        for c, expected in zip(colorants, _SRGB_COLORANTS, strict=True))
 
 
 def _check_size(height: int, width: int) -> None:

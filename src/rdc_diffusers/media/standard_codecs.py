@@ -81,14 +81,17 @@ def decode(data: bytes) -> tuple[np.ndarray, str, np.ndarray | None]:
 
 def viewing(data: bytes) -> tuple[int, bytes | None]:
     """``(EXIF orientation, ICC profile)`` of a file :func:`probe` accepted, from its header: how viewers turn its
-    stored pixels (1: as stored; :func:`upright` does it) and the colour space they show them in (None: sRGB). A
-    phone's photo is often both turned and in Display P3; a refinement of its pixels must be shown the same way."""
+    stored pixels (1: as stored; :func:`upright` does it) and the colour space they show them in (None: sRGB; see
+    :func:`~rdc_diffusers.media.image_io.icc_profile`). A phone's photo is often both turned and in Display P3; a
+    refinement of its pixels must be shown the same way."""
     from PIL import Image
+
+    from .image_io import icc_profile
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            return orientation if orientation in _UPRIGHT else 1, image.info.get("icc_profile") or None
+            return orientation if orientation in _UPRIGHT else 1, icc_profile(image)
     except _ERRORS as err:
         raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
 
