@@ -79,6 +79,9 @@ def test_other_files_and_bombs_are_refused_before_decoding(refiner):
         refiner.decompress(png.getvalue())
     with pytest.raises(RDCFormatError, match="not a readable"):
         refiner.decompress(b"\xff\xd8\xff" + b"\x00" * 10)
+    jpeg = refiner.compress(random_image(64, 64), format="jpeg", quality=90)
+    with pytest.raises(RDCFormatError, match="not a readable.*truncated"):  # a header that reads, pixels that don't
+        refiner.decompress(jpeg[: len(jpeg) // 2])
     with pytest.raises(DecompressionBombError):
         refiner.decompress(refiner.compress(random_image(48, 80)), max_pixels=1000)
 

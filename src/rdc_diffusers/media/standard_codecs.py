@@ -6,6 +6,8 @@ Pillow is imported where it is used, so the command line can list the names with
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import RDCFormatError
@@ -24,6 +26,7 @@ _UPRIGHT = {1: (False, 0, ()), 2: (False, 0, (-1,)), 3: (False, 2, ()), 4: (Fals
 
 if TYPE_CHECKING:
     import numpy as np
+    import PIL.Image
     from torch import Tensor
 
 
@@ -46,17 +49,25 @@ def encode(image, format: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def probe(data: bytes) -> tuple[str, int, int]:
-    """``(format, width, height)`` from the header alone, before any pixel is decoded (so a pixel limit can be
-    checked first); anything but a JPEG, WebP or AVIF file raises :class:`RDCFormatError` naming what it is."""
+@contextmanager
+def _opened(data: bytes) -> Iterator[PIL.Image.Image]:
+    """Pillow's lazily opened image of ``data``: whatever Pillow cannot read, on opening or inside the block,
+    raises :class:`RDCFormatError` (UnidentifiedImageError is an OSError)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            found = (image.format or "").upper()
-            width, height = image.size
-    except _ERRORS as err:  # UnidentifiedImageError is an OSError
+            yield image
+    except _ERRORS as err:
         raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
+
+
+def probe(data: bytes) -> tuple[str, int, int]:
+    """``(format, width, height)`` from the header alone, before any pixel is decoded (so a pixel limit can be
+    checked first); anything but a JPEG, WebP or AVIF file raises :class:`RDCFormatError` naming what it is."""
+    with _opened(data) as image:
+        found = (image.format or "").upper()
+        width, height = image.size
     if found not in FORMATS.values():
         raise RDCFormatError(f"not a JPEG, WebP or AVIF file (Pillow reads it as {found or 'unknown'})")
     return next(k for k, v in FORMATS.items() if v == found), width, height
@@ -67,16 +78,12 @@ def decode(data: bytes) -> tuple[np.ndarray, str, np.ndarray | None]:
     (mode ``"L"`` for grayscale, else ``"RGB"``; WebP and AVIF may hold transparency); a broken file raises
     :class:`RDCFormatError`. :func:`viewing` says how viewers show them."""
     import numpy as np
-    from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            mode = "L" if image.mode in ("L", "1") else "RGB"
-            alpha = np.array(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
-            return np.array(image.convert("RGB")), mode, alpha
-    except _ERRORS as err:
-        raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
+    with _opened(data) as image:
+        image.load()
+        mode = "L" if image.mode in ("L", "1") else "RGB"
+        alpha = np.array(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
+        return np.array(image.convert("RGB")), mode, alpha
 
 
 def viewing(data: bytes) -> tuple[int, bytes | None]:
@@ -84,16 +91,11 @@ def viewing(data: bytes) -> tuple[int, bytes | None]:
     stored pixels (1: as stored; :func:`upright` does it) and the colour space they show them in (None: sRGB; see
     :func:`~rdc_diffusers.media.image_io.icc_profile`). A phone's photo is often both turned and in Display P3; a
     refinement of its pixels must be shown the same way."""
-    from PIL import Image
-
     from .image_io import icc_profile
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            return orientation if orientation in _UPRIGHT else 1, icc_profile(image)
-    except _ERRORS as err:
-        raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
+    with _opened(data) as image:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+        return orientation if orientation in _UPRIGHT else 1, icc_profile(image)
 
 
 def upright(x: Tensor, orientation: int) -> Tensor:
