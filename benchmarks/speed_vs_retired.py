@@ -1,8 +1,9 @@
 """Encode / decode time of ``rdc-bsds`` against the retired single-rate q3 model at equal rate (issue 11's target:
-within 10 %), each run in its own code: the old commit is checked out in a temporary git worktree.
+within 10 %), each run in its own code: the old commit is checked out in a temporary git worktree. With
+``--old-model rdc-bsds`` it times the bundled model's code before and after a change (the old commit's own copy).
 
-    python benchmarks/speed_vs_retired.py [--old-commit 3707594] [--image ../shared/data/kodak/kodim23.png]
-        [--rounds 5] [--threads 1] [--out benchmarks/results/speed_vs_retired]
+    python benchmarks/speed_vs_retired.py [--old-commit 3707594] [--old-model PATH_IN_THAT_COMMIT | rdc-bsds]
+        [--image ../shared/data/kodak/kodim23.png] [--rounds 5] [--threads 1] [--out benchmarks/results/speed_vs_retired]
 
 Rounds alternate old and new in fresh processes (so drift in the machine's load hits both); each round times every
 operation 7 times after a warm-up and keeps the median; the table gives the median over rounds. The new model codes
@@ -56,6 +57,8 @@ print(json.dumps({"bpp": 8 * len(data) / (image.width * image.height), **kwargs,
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old-commit", default="3707594", help="the last commit that shipped rdc-bsds-q3")
+    parser.add_argument("--old-model", default=OLD_MODEL,
+                        help="a folder inside the old commit, or a bundled name (the old commit's bundled copy)")
     parser.add_argument("--image", type=Path, default=REPO.parent / "shared/data/kodak/kodim23.png")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
@@ -78,7 +81,8 @@ def main(argv=None) -> None:
         try:
             runs = {"old": [], "new": []}
             for round_ in range(args.rounds):
-                runs["old"].append(timed(old / "src", str(old / OLD_MODEL), args))
+                old_model = args.old_model if "/" not in args.old_model else str(old / args.old_model)
+                runs["old"].append(timed(old / "src", old_model, args))
                 runs["new"].append(timed(REPO / "src", "rdc-bsds", args, target_bpp=runs["old"][-1]["bpp"]))
                 print(f"round {round_ + 1}: {json.dumps(runs)}", flush=True)
         finally:
@@ -91,10 +95,11 @@ def main(argv=None) -> None:
     (args.out / "speed.json").write_text(json.dumps(
         {"command": command, "old_commit": args.old_commit, "image": str(args.image), "threads": args.threads,
          "runs": runs, "medians": medians, "ratios": ratios}, indent=2))
-    lines = [f"# Speed: `rdc-bsds` against the retired `rdc-bsds-q3` (commit {args.old_commit})", "",
+    old_name = Path(args.old_model).name
+    lines = [f"# Speed: `rdc-bsds` against `{old_name}` of commit {args.old_commit}", "",
              f"`{args.image.name}`, {args.threads} torch thread(s), {args.rounds} alternating rounds (each the median "
              f"of 7 timed runs); command: `{command}`.", "",
-             "| operation | q3 s | rdc-bsds s | ratio |", "|---|---|---|---|",
+             f"| operation | {old_name} ({args.old_commit}) s | rdc-bsds s | ratio |", "|---|---|---|---|",
              f"| rate (bpp) | {medians['old']['bpp']:.4f} | {medians['new']['bpp']:.4f} | |"]
     lines += [f"| {k.replace('_', ' ')} | {medians['old'][k]:.3f} | {medians['new'][k]:.3f} | {ratios[k]:.3f} |"
               for k in OPERATIONS]

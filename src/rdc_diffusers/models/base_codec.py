@@ -16,9 +16,10 @@ with warnings.catch_warnings():  # compressai 1.2.8 scripts a function at import
     from compressai.models.utils import conv
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..media import standard_codecs
+from .channels_last import ChannelsLastSequential
 from .complete_weights import CompleteWeightsMixin
 
 RATE_ANCHORS = ((0.092, 0.0), (0.241, 25.0), (0.499, 50.0), (0.826, 75.0), (1.222, 100.0))
@@ -49,7 +50,7 @@ class BaseCodec(CompleteWeightsMixin, ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, N: int = 128, M: int = 192):
         super().__init__()
-        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_a = ChannelsLastSequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
 
     encode = staticmethod(standard_codecs.encode)
     probe = staticmethod(standard_codecs.probe)

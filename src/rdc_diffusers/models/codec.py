@@ -20,6 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import Tensor, nn
 
 from ..tiling import OVERLAP, tiled
+from .channels_last import ChannelsLastSequential
 from .entropy_coded import (
     EntropyCodedModel,
     code_y,
@@ -93,10 +94,10 @@ class RDCCodec(EntropyCodedModel):
     def __init__(self, N: int = 128, M: int = 192, lmbda_min: float = 0.0004, lmbda_max: float = 0.08,
                  gain_levels: int = 6):
         super().__init__()
-        self.g_a = nn.Sequential(
+        self.g_a = ChannelsLastSequential(
             conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M),
         )
-        self.g_s = nn.Sequential(
+        self.g_s = ChannelsLastSequential(
             deconv(M, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True),
