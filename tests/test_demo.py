@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_tiny_refiner, random_image
+from conftest import build_tiny_refiner, random_image, wide_gamut_profile
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
@@ -76,6 +76,26 @@ def test_round_trip_shows_the_pixels_the_library_decodes(client, tiny_pipeline, 
     assert np.array_equal(pixels(fast), np.asarray(tiny_pipeline.decompress(data, refine=False).images[0]))
     assert np.array_equal(pixels(refined), np.asarray(tiny_pipeline.decompress(data).images[0]))
     assert [Path(p).read_bytes() for p in slider] == [Path(original).read_bytes(), Path(refined).read_bytes()]
+
+
+def test_a_wide_gamut_upload_is_shown_in_srgb(client, tiny_pipeline, tmp_path):
+    """Gradio drops ICC profiles from the images it shows, so the demo converts them to sRGB first."""
+    from PIL import ImageCms
+
+    def srgb(image):
+        profile = ImageCms.ImageCmsProfile(__import__("io").BytesIO(wide_gamut_profile()))
+        return np.asarray(ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB")))
+
+    crop = tmp_path / "p3.png"
+    Image.open(kodak_crop(tmp_path)).save(crop, icc_profile=wide_gamut_profile())
+    original, fast, refined, _, _, _, rdc = client.predict(
+        handle_file(crop), "tiny-rdc", 50, None, "ddim", 1, 1, 0, "refined", api_name="/compress")
+    stored = Image.open(crop)
+    assert not np.array_equal(srgb(stored), np.asarray(stored))  # the conversion moves these pixels
+    assert np.array_equal(pixels(original), srgb(stored))
+    decoded = tiny_pipeline.decompress(Path(rdc).read_bytes(), refine=False).images[0]
+    assert decoded.info["icc_profile"] == stored.info["icc_profile"]  # the file keeps the profile; the page converts
+    assert np.array_equal(pixels(fast), srgb(decoded))
 
 
 def test_fast_only_skips_the_diffusion(client, tmp_path):

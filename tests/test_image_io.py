@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -11,7 +12,15 @@ from conftest import wide_gamut_profile
 from PIL import Image, ImageCms
 
 from rdc_diffusers.errors import UnsupportedImageError
-from rdc_diffusers.media.image_io import crop_to, icc_profile, open_image, pad_to_multiple, to_output, to_tensor
+from rdc_diffusers.media.image_io import (
+    crop_to,
+    icc_profile,
+    in_srgb,
+    open_image,
+    pad_to_multiple,
+    to_output,
+    to_tensor,
+)
 
 H, W = 33, 47  # odd on purpose: nothing may assume even or multiple-of-16 sizes
 RNG = np.random.default_rng(0)
@@ -374,3 +383,18 @@ def test_only_a_profile_of_the_pixels_given_back_is_kept():
         assert icc_profile(tagged("RGB", ImageCms.ImageCmsProfile(ImageCms.createProfile(name)).tobytes())) is None
     assert icc_profile(tagged("L", wide)) is None and icc_profile(tagged("RGB", b"not a profile" * 20)) is None
     assert icc_profile(Image.new("RGB", (4, 4))) is None and icc_profile(np.zeros((4, 4, 3))) is None
+
+
+def test_in_srgb_converts_a_kept_profile_and_keeps_transparency():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (8, 8, 4), dtype=np.uint8), "RGBA")
+    image.info["icc_profile"] = wide_gamut_profile()
+    shown = in_srgb(image)
+    expected = ImageCms.profileToProfile(image.convert("RGB"), ImageCms.ImageCmsProfile(
+        io.BytesIO(image.info["icc_profile"])), ImageCms.createProfile("sRGB"))
+    assert shown.mode == "RGBA" and icc_profile(shown) is None  # sRGB at most
+    assert np.array_equal(np.asarray(shown)[..., :3], np.asarray(expected))
+    assert not np.array_equal(np.asarray(shown)[..., :3], np.asarray(image)[..., :3])
+    assert np.array_equal(np.asarray(shown)[..., 3], np.asarray(image)[..., 3])
+    untagged = Image.new("RGB", (4, 4))
+    assert in_srgb(untagged) is untagged

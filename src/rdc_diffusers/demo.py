@@ -225,7 +225,12 @@ def stats_table(stats: dict) -> str:
 
 
 def _results(original, decoded: dict, stats: dict, rdc_path: str | None):
-    fast, refined = decoded[FAST], decoded.get(REFINED)
+    """What the page shows, in sRGB (Gradio re-encodes images without their ICC profiles); the numbers were
+    measured on the pixels as decoded."""
+    from .media.image_io import in_srgb
+
+    original, fast, refined = (None if image is None else in_srgb(image)
+                               for image in (original, decoded[FAST], decoded.get(REFINED)))
     before = original if original is not None else fast
     after = refined if refined is not None else fast
     return original, fast, refined, (before, after), stats_table(stats), stats, rdc_path

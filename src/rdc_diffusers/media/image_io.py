@@ -159,6 +159,23 @@ def icc_profile(image: object) -> bytes | None:
     return profile
 
 
+def in_srgb(image: Image.Image) -> Image.Image:
+    """``image`` with its pixels converted to sRGB when it carries a profile :func:`icc_profile` keeps (else
+    ``image`` itself), transparency untouched: for a display that drops profiles, as Gradio's does when it
+    re-encodes an image for the page, a Display P3 photo would otherwise look washed out."""
+    from PIL import ImageCms
+
+    profile = icc_profile(image)
+    if profile is None:
+        return image
+    colour = image.convert("L" if image.mode in GRAYSCALE_MODES else "RGB")
+    shown = ImageCms.profileToProfile(colour, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                      ImageCms.createProfile("sRGB"), outputMode=colour.mode)
+    if image.mode in ("RGBA", "LA"):
+        shown.putalpha(image.getchannel("A"))
+    return shown
+
+
 _SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
 """sRGB's red, green and blue in the ICC connection space (XYZ, D50-adapted)."""
 
