@@ -423,3 +423,14 @@ def test_latent_is_the_y_hat_that_coding_gives():
     decoded = codec.decompress(coded["strings"], coded["shape"], 20)["y_hat"]
     assert torch.allclose(codec.latent(x, 20), decoded, atol=1e-5)
     assert torch.equal(codec.latent(x, 20), codec.latent(x, 20))
+
+
+def test_the_transforms_run_channels_last_and_give_the_plain_layers_values(bundled_codec, photo):
+    """g_a and g_s compute on NHWC memory (faster CPU convolutions) but hand back contiguous tensors, so the
+    hyperprior, whose means and scales encoder and decoder must compute alike, sees what it always saw."""
+    y = bundled_codec.g_a(photo)
+    x_hat = bundled_codec.g_s(y)
+    assert y.is_contiguous() and x_hat.is_contiguous()
+    assert torch.allclose(y, torch.nn.Sequential(*bundled_codec.g_a)(photo), atol=1e-4)
+    assert torch.allclose(x_hat, torch.nn.Sequential(*bundled_codec.g_s)(y), atol=1e-5)
+    assert set(bundled_codec.state_dict()) >= {"g_a.0.weight", "g_s.0.weight"}  # nn.Sequential's keys
