@@ -3,7 +3,8 @@ within 10 %), each run in its own code: the old commit is checked out in a tempo
 ``--old-model rdc-bsds`` it times the bundled model's code before and after a change (the old commit's own copy).
 
     python benchmarks/speed_vs_retired.py [--old-commit 3707594] [--old-model PATH_IN_THAT_COMMIT | rdc-bsds]
-        [--image ../shared/data/kodak/kodim23.png] [--rounds 5] [--threads 1] [--out benchmarks/results/speed_vs_retired]
+        [--image ../shared/data/kodak/kodim23.png] [--rounds 5] [--threads 1]
+        [--out benchmarks/results/speed_vs_retired]
 
 Rounds alternate old and new in fresh processes (so drift in the machine's load hits both); each round times every
 operation 7 times after a warm-up and keeps the median; the table gives the median over rounds. The new model codes
