@@ -78,11 +78,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rdc-old-") as tmp:
         old = Path(tmp) / "old"
+        old_model = args.old_model if "/" not in args.old_model else str(old / args.old_model)
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old), args.old_commit], cwd=REPO, check=True)
         try:
             runs = {"old": [], "new": []}
             for round_ in range(args.rounds):
-                old_model = args.old_model if "/" not in args.old_model else str(old / args.old_model)
                 runs["old"].append(timed(old / "src", old_model, args))
                 runs["new"].append(timed(REPO / "src", "rdc-bsds", args, target_bpp=runs["old"][-1]["bpp"]))
                 print(f"round {round_ + 1}: {json.dumps(runs)}", flush=True)

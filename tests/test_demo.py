@@ -1,5 +1,6 @@
 """The Gradio demo, served on 127.0.0.1 and driven through its named API endpoints with gradio_client."""
 
+import io
 import shutil
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_a_wide_gamut_upload_is_shown_in_srgb(client, tiny_pipeline, tmp_path):
     from PIL import ImageCms
 
     def srgb(image):
-        profile = ImageCms.ImageCmsProfile(__import__("io").BytesIO(wide_gamut_profile()))
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(wide_gamut_profile()))
         return np.asarray(ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB")))
 
     crop = tmp_path / "p3.png"
