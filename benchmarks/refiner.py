@@ -1,9 +1,10 @@
 """Issue 13: standard JPEG / WebP / AVIF files refined by residual diffusion, against the same files decoded plainly.
 
     python benchmarks/refiner.py [--model rdc-bsds] [--data ../shared/data/kodak] [--limit N] [--no-fid]
-        [--threads N] [--out benchmarks/results/refiner]
+        [--bases jpeg webp avif] [--qualities Q ...] [--threads N] [--out benchmarks/results/refiner]
 
-Each image is coded by each base codec at a ladder of Pillow qualities (``QUALITIES``: about 0.1-1 bpp on Kodak);
+Each image is coded by each base codec at a ladder of Pillow qualities (``QUALITIES``: about 0.1-1 bpp on Kodak,
+or ``--qualities`` for every base);
 the same bytes are decoded plainly (Pillow, what any viewer shows) and refined (``RDCRefinerPipeline``, the model's
 default steps and strength, seed 0), so the two decodes of a point have exactly the same rate. Per point: bpp,
 PSNR, MS-SSIM, LPIPS and patch FID/KID over the point's HiFiC patches. Per codec: the LPIPS BD-rate of the refined
@@ -42,19 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kodak"), help="folder of images")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by name)")
     parser.add_argument("--bases", nargs="+", default=list(QUALITIES), choices=list(QUALITIES))
+    parser.add_argument("--qualities", nargs="+", type=int, default=None,
+                        help="Pillow qualities for every base instead of its ladder")
     parser.add_argument("--no-fid", dest="fid", action="store_false", help="skip patch FID/KID")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/refiner"))
     return parser.parse_args(argv)
 
 
-def evaluate(pipe: RDCRefinerPipeline, paths: list[Path], bases: list[str], fid: bool) -> list[dict]:
+def evaluate(pipe: RDCRefinerPipeline, paths: list[Path], ladders: dict[str, tuple[int, ...]], fid: bool) -> list[dict]:
     records = []
     for path in paths:
         image = open_image(path)
         reference, _ = to_tensor(image)
-        for base in bases:
-            for quality in QUALITIES[base]:
+        for base, qualities in ladders.items():
+            for quality in qualities:
                 start = time.perf_counter()
                 data = pipe.compress(image, format=base, quality=quality)
                 encode_s = time.perf_counter() - start
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe = RDCRefinerPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     paths = list_images(args.data)[: args.limit]
-    records = evaluate(pipe, paths, args.bases, args.fid)
+    ladders = {base: tuple(args.qualities or QUALITIES[base]) for base in args.bases}
+    records = evaluate(pipe, paths, ladders, args.fid)
     summary = summarize(records, fid=args.fid)
     table = comparisons(summary, args.bases)
     timing = refine_time(pipe, paths[0])

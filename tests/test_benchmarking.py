@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PYTHON, load_script, python_env, random_image
+from conftest import PYTHON, build_tiny_refiner, load_script, python_env, random_image
 
 from rdc_diffusers.cli import main
 from rdc_diffusers.errors import ResultsFileError, UnsupportedSchedulerError
@@ -464,6 +464,23 @@ def test_perception_benchmark_traces_strength_and_steps(image_folder, tiny_model
     text = (out / "perception.md").read_text()
     assert "## quality 30" in text and "| 2step-s0.5 | 2 | 0.5 |" in text
     assert (out / "perception.png").stat().st_size > 0 and (out / "perception.csv").exists()
+
+
+def test_refiner_benchmark_scores_the_given_qualities_of_each_base(image_folder, tmp_path):
+    model = tmp_path / "refiner"
+    build_tiny_refiner().save_pretrained(model)
+    out = tmp_path / "out"
+    load_script("benchmarks/refiner.py").main(["--model", str(model), "--data", str(image_folder), "--limit", "2",
+                                               "--bases", "jpeg", "webp", "--qualities", "60", "90", "--no-fid",
+                                               "--threads", "1", "--out", str(out)])
+    result = json.loads((out / "refiner.json").read_text())
+    assert len(result["records"]) == 2 * 2 * 2 * 2  # images x bases x qualities x (plain, refined)
+    assert {(r["method"], r["quality"]) for r in result["records"]} == {(b, q) for b in ("jpeg", "webp")
+                                                                        for q in (60, 90)}
+    table = result["comparisons"]
+    assert set(table) == {"jpeg", "webp"} and [p["quality"] for p in table["jpeg"]["points"]] == [60, 90]
+    assert table["jpeg"]["points"][1]["bpp"] > table["jpeg"]["points"][0]["bpp"]
+    assert "## webp: LPIPS BD-rate" in (out / "refiner.md").read_text()
 
 
 def test_scheduler_benchmark_measures_supported_and_refused_and_restores_the_pipeline(image_folder, tiny_model_dir,

@@ -65,6 +65,21 @@ def test_refinement_is_seeded_and_strength_zero_is_the_plain_decode(refiner):
     assert np.array_equal(pixels(refiner.decompress(data, strength=0.0).images[0]), plain)
 
 
+@pytest.mark.parametrize("alpha", [False, True])
+def test_a_lossless_webp_comes_back_exactly_as_stored(refiner, alpha):
+    """A lossless WebP (a screenshot, an exported graphic) has nothing to restore: refining would only add noise."""
+    image = random_image(48, 80)
+    if alpha:  # the extended format: VP8X, then the VP8L chunk
+        image.putalpha(Image.linear_gradient("L").resize((80, 48)))
+    data = save(image, "webp", lossless=True)
+    assert BaseCodec.lossless(data) and not BaseCodec.lossless(save(image, "webp", quality=100))
+    assert not BaseCodec.lossless(save(image.convert("RGB"), "jpeg", quality=100))
+    assert not BaseCodec.lossless(save(image, "avif", quality=100))
+    with pytest.warns(UserWarning, match="lossless WebP"):
+        refined = refiner.decompress(data).images[0]
+    assert np.array_equal(np.asarray(refined), np.asarray(image))
+
+
 def test_a_callback_sees_each_step(refiner):
     data = refiner.compress(random_image(48, 80))
     seen = []

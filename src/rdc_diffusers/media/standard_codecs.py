@@ -159,10 +159,27 @@ _STANDALONE_MARKERS = {0x01, 0xD8, *range(0xD0, 0xD8)}
 """JPEG markers without a length field: TEM, SOI and the restart markers."""
 
 
+def lossless(data: bytes) -> bool:
+    """Whether a file :func:`probe` accepted holds its pixels exactly: a lossless WebP (its image in a ``VP8L``
+    chunk). There is nothing to restore in one, so a refiner returns it as decoded. (Pillow writes JPEG and AVIF
+    lossy at every quality.)"""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return False
+    return any(kind == b"VP8L" for kind, _ in _chunks(data, 12, riff=True) or [])
+
+
 def _chunks_payload(data: bytes, position: int, kinds: set[bytes], *, riff: bool) -> int:
-    """Sum of the sizes of the ``kinds`` chunks (RIFF: little-endian size, then type; ISOBMFF boxes: big-endian
-    size, then type, a size of 1 meaning a 64-bit size follows and 0 "to the end of the file")."""
-    total, found = 0, False
+    """Sum of the payload sizes of the ``kinds`` chunks; the whole file if there are none or the bytes do not have
+    the structure."""
+    sizes = [size for kind, size in _chunks(data, position, riff=riff) or [] if kind in kinds]
+    return sum(sizes) if sizes else len(data)
+
+
+def _chunks(data: bytes, position: int, *, riff: bool) -> list[tuple[bytes, int]] | None:
+    """``(type, payload size)`` of each chunk from ``position`` on (RIFF: little-endian size, then type; ISOBMFF
+    boxes: big-endian size, then type, a size of 1 meaning a 64-bit size follows and 0 "to the end of the file");
+    None if the bytes do not have that structure."""
+    chunks = []
     while position + 8 <= len(data):
         if riff:
             kind, header = data[position:position + 4], 8
@@ -175,8 +192,7 @@ def _chunks_payload(data: bytes, position: int, kinds: set[bytes], *, riff: bool
             elif size == 0:
                 size = len(data) - position
         if size < header:
-            return len(data)  # not the structure we expected: count everything
-        if kind in kinds:
-            total, found = total + size - header, True
+            return None
+        chunks.append((kind, size - header))
         position += size
-    return total if found else len(data)
+    return chunks

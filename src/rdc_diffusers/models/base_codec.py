@@ -56,6 +56,7 @@ class BaseCodec(CompleteWeightsMixin, ModelMixin, ConfigMixin):
     probe = staticmethod(standard_codecs.probe)
     viewing = staticmethod(standard_codecs.viewing)
     payload_bytes = staticmethod(standard_codecs.payload_bytes)
+    lossless = staticmethod(standard_codecs.lossless)
 
     @staticmethod
     def decode(data: bytes) -> tuple[Tensor, str, Tensor | None]:

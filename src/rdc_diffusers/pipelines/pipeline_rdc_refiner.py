@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,7 +139,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         max_pixels: float | None = None,
         tile_size: int | None = None,
     ) -> RDCPipelineOutput | tuple:
-        r"""Decode a JPEG, WebP or AVIF file, refined or not (``refine=False``: Pillow's decode, as any viewer).
+        r"""Decode a JPEG, WebP or AVIF file, refined or not (``refine=False``: Pillow's decode, as any viewer; a
+        lossless WebP is always returned as decoded, with a ``UserWarning`` if refining was asked).
 
         The stored pixels are refined (where the codec's blocks lie), then turned by the file's EXIF orientation;
         PIL images carry its ICC profile and its transparency (WebP, AVIF: ``RGBA`` / ``LA``, alpha as decoded;
@@ -165,6 +167,10 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         x_init, mode, alpha = self.codec.decode(data)
         steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         strength = self.config.default_strength if strength is None else check_strength(strength)
+        if refine and steps > 0 and strength > 0 and self.codec.lossless(data):
+            warnings.warn("a lossless WebP holds its pixels exactly: nothing to refine, returned as decoded",
+                          UserWarning, stacklevel=2)
+            refine = False
         if refine and steps > 0 and strength > 0:
             device = self._execution_device
             x = pad_to_multiple(x_init, self.codec.alignment).to(device)
