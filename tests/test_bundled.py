@@ -192,3 +192,7 @@ def test_the_bundled_refiner_refines_standard_files(crop):
     reference = to_reference(crop)
     assert lpips(refined, reference).item() < 0.95 * lpips(plain, reference).item()
     assert psnr(refined, reference) > psnr(plain, reference) - 1.0
+    near_lossless = pipe.compress(crop, format="jpeg", quality=95)  # above the refiner's measured ceiling
+    with pytest.warns(UserWarning, match="stops improving JPEG"):
+        kept = pipe.decompress(near_lossless, output_type="pt").images
+    assert torch.equal(kept, pipe.decompress(near_lossless, refine=False, output_type="pt").images)

@@ -182,6 +182,24 @@ def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_p
     assert (stats["width"], stats["height"]) == (40, 56) and "40×56" in table
     assert np.array_equal(pixels(plain), np.asarray(refiner.decompress(data, refine=False).images[0]))
     assert np.array_equal(pixels(refined), np.asarray(refiner.decompress(data, seed=5).images[0]))
+    assert "not_refined" not in stats
+
+
+def test_an_uploaded_lossless_webp_is_shown_as_decoded_and_says_why(tiny_model_dir, tmp_path):
+    model = tmp_path / "tiny-rdc"
+    shutil.copytree(tiny_model_dir, model)
+    build_tiny_refiner().save_pretrained(model / "refiner")
+    random_image(40, 56, seed=3).save(tmp_path / "x.webp", lossless=True)
+    demo = build_demo({"tiny-rdc": model}, max_pixels=MAX_PIXELS, max_upload_mb=MAX_UPLOAD_MB)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        _, plain, refined, _, _, stats, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            handle_file(tmp_path / "x.webp"), "tiny-rdc", "ddim", 1, 1, 5, "refined", api_name="/refine")
+    finally:
+        demo.close()
+    assert "lossless WebP" in stats["not_refined"]
+    assert np.array_equal(pixels(refined), pixels(plain))
 
 
 def test_a_model_without_a_refiner_says_so(client, tiny_pipeline, tmp_path):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_pipeline, build_tiny_refiner, random_image, wide_gamut_profile
+from conftest import build_tiny_pipeline, build_tiny_refiner, load_script, random_image, wide_gamut_profile
 from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 
@@ -78,6 +79,45 @@ def test_a_lossless_webp_comes_back_exactly_as_stored(refiner, alpha):
     with pytest.warns(UserWarning, match="lossless WebP"):
         refined = refiner.decompress(data).images[0]
     assert np.array_equal(np.asarray(refined), np.asarray(image))
+
+
+def test_files_above_the_refiners_ceiling_come_back_as_decoded(refiner, tmp_path):
+    """Where the refiner was measured to make files worse (a near-lossless JPEG), it leaves them as they are."""
+    image = random_image(48, 80)
+    low, high = (refiner.compress(image, format="jpeg", quality=q) for q in (20, 95))
+    rate = [8 * BaseCodec.payload_bytes(d) / (48 * 80) for d in (low, high)]
+    capped = copy.deepcopy(refiner)
+    capped.register_to_config(max_refined_bpp={"jpeg": (rate[0] * rate[1]) ** 0.5})
+    capped.save_pretrained(tmp_path / "capped")
+    capped = RDCRefinerPipeline.from_pretrained(tmp_path / "capped")
+    capped.set_progress_bar_config(disable=True)
+    with pytest.warns(UserWarning, match="above the .* bpp where this refiner stops improving JPEG"):
+        kept = pixels(capped.decompress(high).images[0])
+    assert np.array_equal(kept, pixels(refiner.decompress(high, refine=False).images[0]))
+    assert not np.array_equal(kept, pixels(refiner.decompress(high).images[0]))  # uncapped: refined
+    assert np.array_equal(pixels(capped.decompress(low).images[0]), pixels(refiner.decompress(low).images[0]))
+    webp = refiner.compress(image, format="webp", quality=95)  # no ceiling for WebP
+    assert np.array_equal(pixels(capped.decompress(webp).images[0]), pixels(refiner.decompress(webp).images[0]))
+
+
+def test_the_ceiling_lies_where_refining_stops_helping(refiner, tmp_path):
+    def point(bpp: float, lpips_refined: float, psnr_change: float) -> dict:
+        return {"bpp": bpp, "lpips_plain": 0.05 / bpp, "lpips_refined": lpips_refined, "psnr_change": psnr_change}
+
+    results = {"comparisons": {
+        "jpeg": {"points": [point(4.0, 0.02, -4.7), point(1.0, 0.04, -0.1), point(2.0, 0.02, -0.3)]},  # LPIPS up
+        "webp": {"points": [point(1.0, 0.04, -0.1), point(2.0, 0.01, -1.2)]},  # PSNR down by more than 1 dB
+        "avif": {"points": [point(1.0, 0.04, -0.1), point(2.0, 0.01, -0.9)]}}}  # always better: no ceiling
+    (tmp_path / "refiner.json").write_text(json.dumps(results))
+    refiner.save_pretrained(tmp_path / "model" / "refiner")
+    script = load_script("examples/refiner_ceiling.py")
+    script.main([str(tmp_path / "refiner.json"), str(tmp_path / "model"), "--write"])
+    written = RDCRefinerPipeline.from_pretrained(tmp_path / "model" / "refiner").config.max_refined_bpp
+    assert written == {"jpeg": pytest.approx(2 ** 1.5, abs=1e-3), "webp": pytest.approx(2 ** 0.5, abs=1e-3)}
+    results["comparisons"]["avif"]["points"][0]["lpips_refined"] = 0.06
+    (tmp_path / "refiner.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="lowest rate measured"):
+        script.main([str(tmp_path / "refiner.json"), str(tmp_path / "model")])
 
 
 def test_a_callback_sees_each_step(refiner):

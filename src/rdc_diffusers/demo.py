@@ -327,6 +327,7 @@ def build_demo(
                 raise _error(f"The file holds a {width}x{height} image; this demo refines up to "
                              f"{max_pixels / 1e6:.3g} MP.")
             pipe = shared_pipeline(choices[model], "refiner")
+            not_refined = pipe.not_refined(data, base, width, height) if decode == REFINED else None
             decoded = decode_both(pipe, data, decode, scheduler, int(steps),
                                   pipe.config.default_strength if strength is None else strength, progress,
                                   seed=int(seed or 0))
@@ -337,6 +338,9 @@ def build_demo(
         width, height = decoded[FAST].size  # as shown: turned by the file's EXIF orientation
         file = SimpleNamespace(width=width, height=height, quality=None, seed=int(seed or 0), base=base)
         stats = _stats(model, data, decoded, scheduler, None, None, file)
+        if not_refined:  # the refined decode is the plain one: say why
+            stats["not_refined"] = not_refined
+            gr.Warning(f"{not_refined}: shown as decoded.")
         return _results(None, decoded, stats, None)
 
     with gr.Blocks(title="RDC: residual diffusion image compression", delete_cache=(3600, 3600)) as demo:

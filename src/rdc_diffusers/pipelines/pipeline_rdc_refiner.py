@@ -53,6 +53,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
                                   x̂ = clamp(x_init + s · r_0 / residual_scale, 0, 1), s = strength
 
     The same [`ResidualUNet`] class as [`RDCPipeline`], trained on base-codec decodes; ``strength`` as there.
+    ``max_refined_bpp`` (format -> bpp of coded pixels): above it a file is returned as decoded, because the refiner
+    was measured to make such files worse (``examples/refiner_ceiling.py``); a lossless WebP always is.
 
     Components:
         codec ([`BaseCodec`]): Pillow's encoders and decoders, and the learned analysis transform.
@@ -70,12 +72,14 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         default_quality: int = 50,
         default_num_inference_steps: int = 1,
         default_strength: float = 1.0,
+        max_refined_bpp: dict[str, float] | None = None,
     ):
         super().__init__()
         self.register_modules(codec=codec, unet=unet, scheduler=scheduler)
         self.register_to_config(default_format=check_format(default_format), default_quality=int(default_quality),
                                 default_num_inference_steps=default_num_inference_steps,
-                                default_strength=check_strength(default_strength))
+                                default_strength=check_strength(default_strength),
+                                max_refined_bpp={check_format(k): float(v) for k, v in (max_refined_bpp or {}).items()})
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RDCRefinerPipeline:
@@ -140,7 +144,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         tile_size: int | None = None,
     ) -> RDCPipelineOutput | tuple:
         r"""Decode a JPEG, WebP or AVIF file, refined or not (``refine=False``: Pillow's decode, as any viewer; a
-        lossless WebP is always returned as decoded, with a ``UserWarning`` if refining was asked).
+        lossless WebP, or a file above the refiner's ``max_refined_bpp``, is returned as decoded, with a
+        ``UserWarning`` saying why if refining was asked).
 
         The stored pixels are refined (where the codec's blocks lie), then turned by the file's EXIF orientation;
         PIL images carry its ICC profile and its transparency (WebP, AVIF: ``RGBA`` / ``LA``, alpha as decoded;
@@ -162,14 +167,13 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             RDCFormatError: the bytes are not a readable JPEG, WebP or AVIF file, or hold more than ``max_pixels``
                 ([`DecompressionBombError`]).
         """
-        _, width, height = self.codec.probe(data)
+        format, width, height = self.codec.probe(data)
         check_decode_size(width, height, max_pixels)
         x_init, mode, alpha = self.codec.decode(data)
         steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         strength = self.config.default_strength if strength is None else check_strength(strength)
-        if refine and steps > 0 and strength > 0 and self.codec.lossless(data):
-            warnings.warn("a lossless WebP holds its pixels exactly: nothing to refine, returned as decoded",
-                          UserWarning, stacklevel=2)
+        if refine and steps > 0 and strength > 0 and (reason := self.not_refined(data, format, width, height)):
+            warnings.warn(f"{reason}: returned as decoded", UserWarning, stacklevel=3)  # past no_grad
             refine = False
         if refine and steps > 0 and strength > 0:
             device = self._execution_device
@@ -205,6 +209,17 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         if not return_dict:
             return images, bpp, [bytes(data)]
         return RDCPipelineOutput(images=images, bpp=bpp, data=[bytes(data)])
+
+    def not_refined(self, data: bytes, format: str, width: int, height: int) -> str | None:
+        """Why a refinement of the file would not improve it, or None (it would)."""
+        if self.codec.lossless(data):
+            return "a lossless WebP holds its pixels exactly"
+        rate = 8 * self.codec.payload_bytes(data) / (width * height)
+        ceiling = self.config.max_refined_bpp.get(format)
+        if ceiling is not None and rate > ceiling:
+            return (f"this {format.upper()} file's pixels take {rate:.2f} bpp, above the {ceiling:.2f} bpp where this "
+                    f"refiner stops improving {format.upper()} files (its max_refined_bpp)")
+        return None
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
