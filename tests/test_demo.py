@@ -160,24 +160,29 @@ def test_uploaded_rdc_file_decodes_with_its_stored_seed_and_steps(client, tiny_p
         assert np.array_equal(pixels(refined), np.asarray(tiny_pipeline.decompress(data).images[0]))
 
 
-def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_path):
-    """The third tab: a standard file, its plain decode and the refined one, with the seed asked for."""
+def refine_upload(tiny_model_dir: Path, tmp_path: Path, upload: Path) -> tuple:
+    """The refine tab's outputs for the file ``upload``, from a model whose refiner is ``build_tiny_refiner()``."""
     model = tmp_path / "tiny-rdc"
     shutil.copytree(tiny_model_dir, model)
-    refiner = build_tiny_refiner()
-    refiner.save_pretrained(model / "refiner")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # a phone's portrait photo: stored sideways, shown turned
-    random_image(40, 56, seed=3).save(tmp_path / "x.jpg", quality=30, exif=exif)
-    data = (tmp_path / "x.jpg").read_bytes()
+    build_tiny_refiner().save_pretrained(model / "refiner")
     demo = build_demo({"tiny-rdc": model}, max_pixels=MAX_PIXELS, max_upload_mb=MAX_UPLOAD_MB)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        original, plain, refined, _, table, stats, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
-            handle_file(tmp_path / "x.jpg"), "tiny-rdc", "ddim", 1, 1, 5, "refined", api_name="/refine")
+        return Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            handle_file(upload), "tiny-rdc", "ddim", 1, 1, 5, "refined", api_name="/refine")
     finally:
         demo.close()
+
+
+def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_path):
+    """The third tab: a standard file, its plain decode and the refined one, with the seed asked for."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone's portrait photo: stored sideways, shown turned
+    random_image(40, 56, seed=3).save(tmp_path / "x.jpg", quality=30, exif=exif)
+    data = (tmp_path / "x.jpg").read_bytes()
+    original, plain, refined, _, table, stats, _ = refine_upload(tiny_model_dir, tmp_path, tmp_path / "x.jpg")
+    refiner = build_tiny_refiner()
     assert original is None and stats["base"] == "jpeg" and "jpeg" in table
     assert (stats["width"], stats["height"]) == (40, 56) and "40×56" in table
     assert np.array_equal(pixels(plain), np.asarray(refiner.decompress(data, refine=False).images[0]))
@@ -186,18 +191,8 @@ def test_an_uploaded_jpeg_is_refined_by_the_models_refiner(tiny_model_dir, tmp_p
 
 
 def test_an_uploaded_lossless_webp_is_shown_as_decoded_and_says_why(tiny_model_dir, tmp_path):
-    model = tmp_path / "tiny-rdc"
-    shutil.copytree(tiny_model_dir, model)
-    build_tiny_refiner().save_pretrained(model / "refiner")
     random_image(40, 56, seed=3).save(tmp_path / "x.webp", lossless=True)
-    demo = build_demo({"tiny-rdc": model}, max_pixels=MAX_PIXELS, max_upload_mb=MAX_UPLOAD_MB)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        _, plain, refined, _, _, stats, _ = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
-            handle_file(tmp_path / "x.webp"), "tiny-rdc", "ddim", 1, 1, 5, "refined", api_name="/refine")
-    finally:
-        demo.close()
+    _, plain, refined, _, _, stats, _ = refine_upload(tiny_model_dir, tmp_path, tmp_path / "x.webp")
     assert "lossless WebP" in stats["not_refined"]
     assert np.array_equal(pixels(refined), pixels(plain))
 

@@ -327,10 +327,10 @@ def build_demo(
                 raise _error(f"The file holds a {width}x{height} image; this demo refines up to "
                              f"{max_pixels / 1e6:.3g} MP.")
             pipe = shared_pipeline(choices[model], "refiner")
-            not_refined = pipe.not_refined(data, base, width, height) if decode == REFINED else None
             decoded = decode_both(pipe, data, decode, scheduler, int(steps),
                                   pipe.config.default_strength if strength is None else strength, progress,
                                   seed=int(seed or 0))
+            not_refined = pipe.not_refined(data, base, width, height) if REFINED in decoded else None
         except RDCError as err:
             raise _error(f"Cannot refine this file: {err}") from err
         except (OSError, ValueError) as err:  # a model folder without refiner/

@@ -215,7 +215,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         if self.codec.lossless(data):
             return "a lossless WebP holds its pixels exactly"
         rate = 8 * self.codec.payload_bytes(data) / (width * height)
-        ceiling = self.config.max_refined_bpp.get(format)
+        ceiling = (self.config.max_refined_bpp or {}).get(format)
         if ceiling is not None and rate > ceiling:
             return (f"this {format.upper()} file's pixels take {rate:.2f} bpp, above the {ceiling:.2f} bpp where this "
                     f"refiner stops improving {format.upper()} files (its max_refined_bpp)")
