@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     table = json.loads(args.results.read_text())["comparisons"]
     ceilings = {base: value for base, entry in table.items() if (value := ceiling(entry["points"])) is not None}
     print(json.dumps({"max_refined_bpp": ceilings}))
-    folder = args.model / REFINER_FOLDER if (args.model / REFINER_FOLDER).is_dir() else args.model
     if args.write:
+        folder = args.model / REFINER_FOLDER if (args.model / REFINER_FOLDER).is_dir() else args.model
         index = folder / "model_index.json"
         config = json.loads(index.read_text())
         config["max_refined_bpp"] = {base: round(value, 3) for base, value in ceilings.items()}

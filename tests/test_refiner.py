@@ -85,7 +85,7 @@ def test_files_above_the_refiners_ceiling_come_back_as_decoded(refiner, tmp_path
     """Where the refiner was measured to make files worse (a near-lossless JPEG), it leaves them as they are."""
     image = random_image(48, 80)
     low, high = (refiner.compress(image, format="jpeg", quality=q) for q in (20, 95))
-    rate = [8 * BaseCodec.payload_bytes(d) / (48 * 80) for d in (low, high)]
+    rate = [BaseCodec.payload_bpp(d, 80, 48) for d in (low, high)]
     capped = copy.deepcopy(refiner)
     capped.register_to_config(max_refined_bpp={"jpeg": (rate[0] * rate[1]) ** 0.5})
     capped.save_pretrained(tmp_path / "capped")

@@ -81,7 +81,12 @@ class BaseCodec(CompleteWeightsMixin, ModelMixin, ConfigMixin):
         return torch.as_tensor(np.interp(values, log_rates, qualities), dtype=torch.float32)
 
     @classmethod
+    def payload_bpp(cls, data: bytes, width: int, height: int) -> float:
+        """Bits per pixel of a ``width`` × ``height`` file's coded pixels (:meth:`payload_bytes`)."""
+        return 8 * cls.payload_bytes(data) / (width * height)
+
+    @classmethod
     def file_quality(cls, data: bytes, width: int, height: int) -> float:
         """The UNet's quality input for a file of ``width`` × ``height`` pixels: :meth:`rate_quality` of its coded
         pixels' rate. Training and decoding both ask this, so the two cannot drift apart."""
-        return cls.rate_quality(8 * cls.payload_bytes(data) / (width * height)).item()
+        return cls.rate_quality(cls.payload_bpp(data, width, height)).item()

@@ -172,10 +172,11 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         x_init, mode, alpha = self.codec.decode(data)
         steps = self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps
         strength = self.config.default_strength if strength is None else check_strength(strength)
-        if refine and steps > 0 and strength > 0 and (reason := self.not_refined(data, format, width, height)):
+        refine = refine and steps > 0 and strength > 0
+        if refine and (reason := self.not_refined(data, format, width, height)):
             warnings.warn(f"{reason}: returned as decoded", UserWarning, stacklevel=3)  # past no_grad
             refine = False
-        if refine and steps > 0 and strength > 0:
+        if refine:
             device = self._execution_device
             x = pad_to_multiple(x_init, self.codec.alignment).to(device)
             quality = self.codec.file_quality(data, width, height)
@@ -214,7 +215,7 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
         """Why a refinement of the file would not improve it, or None (it would)."""
         if self.codec.lossless(data):
             return "a lossless WebP holds its pixels exactly"
-        rate = 8 * self.codec.payload_bytes(data) / (width * height)
+        rate = self.codec.payload_bpp(data, width, height)
         ceiling = (self.config.max_refined_bpp or {}).get(format)
         if ceiling is not None and rate > ceiling:
             return (f"this {format.upper()} file's pixels take {rate:.2f} bpp, above the {ceiling:.2f} bpp where this "
