@@ -70,7 +70,7 @@ from pathlib import Path
 import torch
 
 from rdc_diffusers import RDCPipeline
-from rdc_diffusers.evaluation.bdrate import bd_rate_table, compare_to_baseline, is_classical_curve
+from rdc_diffusers.evaluation.bdrate import TIES, bd_rate_table, compare_to_baseline, is_classical_curve
 from rdc_diffusers.evaluation.plotting import plot_rd
 from rdc_diffusers.evaluation.results import (
     curve_name,
@@ -232,7 +232,8 @@ def baseline_markdown(baseline: dict | None) -> list[str]:
         "baseline's curve of the same decode. BD-rate: negative = this run needs fewer bits than the baseline for "
         "the same quality. Then, at the rate of each baseline point, the quality of this run's curve (interpolated "
         "linearly in log-rate between its two neighbouring points; n/a outside its rates): \"no rate gets worse than "
-        "the baseline\" means every ΔPSNR >= 0 and every ΔLPIPS <= 0.", "",
+        f"the baseline\" means every ΔPSNR >= -{TIES['psnr']} dB and every ΔLPIPS <= {TIES['lpips']} (half the last "
+        "digit printed: a byte-identical decode run again differs by float rounding).", "",
         "| curve | baseline curve | points (here / baseline) | BD-rate PSNR % | BD-rate LPIPS % | worse at | "
         "not covered |", "|---|---|---|---|---|---|---|"]
     for r in baseline["rows"]:

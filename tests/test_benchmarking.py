@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -195,6 +196,25 @@ def test_metric_at_rate_interpolates_in_log_rate_and_never_extrapolates():
     assert metric_at_rate(CURVE, math.sqrt(0.1 * 0.2)) == pytest.approx((27.0 + 29.5) / 2)
     assert math.isnan(metric_at_rate(CURVE, 0.09)) and math.isnan(metric_at_rate(CURVE, 0.81))
     assert math.isnan(metric_at_rate(CURVE[:1], 0.1))
+    # a mean rate summed in another order lands an ulp off the curve's end: still the end's value
+    assert metric_at_rate(CURVE, CURVE[-1][0] * (1 + 1e-15)) == CURVE[-1][1]
+
+
+def test_compare_to_baseline_counts_float_noise_as_equal(tmp_path):
+    """The same decode run twice (a byte-identical codec) is worse nowhere and covers every point."""
+    baseline = load_results(_variable_rate_file(tmp_path / "old.json"))
+    rerun = copy.deepcopy(baseline)
+    for entry in rerun["summary"].values():
+        entry["bpp"] *= 1 + 1e-15
+        entry["psnr"] -= 1e-4
+        entry["lpips"] += 1e-6
+    (row,) = compare_to_baseline(rerun, baseline)
+    assert row["worse"] == [] and row["uncovered"] == []
+    assert row["points"][0]["delta_psnr"] == pytest.approx(-1e-4)
+    for entry in rerun["summary"].values():  # one hundredth of a dB is worse
+        entry["psnr"] -= 0.01
+    (row,) = compare_to_baseline(rerun, baseline)
+    assert len(row["worse"]) == 4
 
 
 @pytest.mark.parametrize(("scale", "bdrate", "worse"), [(0.9, -10.0, []), (1.25, 25.0, ["q2", "q3", "q4"])])
