@@ -232,8 +232,8 @@ def baseline_markdown(baseline: dict | None) -> list[str]:
         "baseline's curve of the same decode. BD-rate: negative = this run needs fewer bits than the baseline for "
         "the same quality. Then, at the rate of each baseline point, the quality of this run's curve (interpolated "
         "linearly in log-rate between its two neighbouring points; n/a outside its rates): \"no rate gets worse than "
-        f"the baseline\" means every ΔPSNR >= -{TIES['psnr']} dB and every ΔLPIPS <= {TIES['lpips']} (half the last "
-        "digit printed: a byte-identical decode run again differs by float rounding).", "",
+        f"the baseline\" means every ΔPSNR >= -{TIES['psnr']} dB and every ΔLPIPS <= {TIES['lpips']:.5f} (half the "
+        "last digit printed: a byte-identical decode run again differs by float rounding).", "",
         "| curve | baseline curve | points (here / baseline) | BD-rate PSNR % | BD-rate LPIPS % | worse at | "
         "not covered |", "|---|---|---|---|---|---|---|"]
     for r in baseline["rows"]:
