@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--default-steps", type=int, default=2, help="refinement steps written into new files")
     parser.add_argument("--crop-size", type=int, default=128)
+    parser.add_argument("--max-upscale", type=float, default=1.0,
+                        help="residual and refiner stages: show each crop at a random zoom up to this factor "
+                             "(rdc_diffusers.training.ImageFolderDataset; 1: none)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--final-lr", type=float, default=1e-4, help="for the last fifth of the run")
@@ -366,10 +369,13 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
 
     output = Path(args.output)
     codec = RDCCodec.from_pretrained(args.codec).eval().requires_grad_(False)
-    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
+    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100, max_upscale=args.max_upscale)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     cdc = args.mode == "cdc"
-    scale = 2.0 if cdc else residual_scale(codec, loader)  # CDC-style: the image itself, mapped to [-1, 1]
+    # The codec's residuals on the photos as they are: the zoom would make them smaller and change a warm start's units.
+    unzoomed = torch.utils.data.DataLoader(ImageFolderDataset(args.train_dir, args.crop_size, repeat=100),
+                                           batch_size=args.batch_size, shuffle=True, drop_last=True)
+    scale = 2.0 if cdc else residual_scale(codec, unzoomed)  # CDC-style: the image itself, mapped to [-1, 1]
     if args.init:
         unet = warm_start(ResidualUNet, args.init)
         unet.register_to_config(residual_scale=scale)
@@ -454,7 +460,7 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
         base.g_a.load_state_dict(image_codec.g_a.state_dict())
     unet = warm_start(ResidualUNet, args.init)
     models = torch.nn.ModuleDict({"unet": unet, "codec": base})
-    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100)
+    dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100, max_upscale=args.max_upscale)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     models, loader, optimizer, ema, noise_scheduler, sampler, critic, step = denoiser_training(args, accelerator,
                                                                                                models, loader)

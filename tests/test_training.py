@@ -4,6 +4,7 @@ baseline, the video inter codec, warm starts, and outputs that load as pipelines
 import argparse
 import json
 import math
+import random
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
 from rdc_diffusers.bitstream.rdc import decode_file
-from rdc_diffusers.training import PatchDiscriminator, adversarial_losses, rate_distortion_loss
+from rdc_diffusers.training import ImageFolderDataset, PatchDiscriminator, adversarial_losses, rate_distortion_loss
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
 TINY = ["--crop-size", "64", "--batch-size", "2", "--iterations", "2", "--log-every", "1", "--val-every", "100"]
@@ -112,6 +113,36 @@ def test_the_second_stage_saves_a_pipeline_that_decodes(mode, codec_run, photos,
     for quality in (0, 100):
         data = pipe.compress(random_image(64, 64), quality=quality)
         assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)
+
+
+def test_the_residual_scale_is_measured_on_unzoomed_crops(codec_run, photos, tmp_path):
+    """Zoomed crops are smoother: measured on them, a warm start's residual_scale would change its units."""
+    first = train("residual", "--codec", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
+                  "--output", str(tmp_path / "first"), "--block-out-channels", "8", "16", "--cond-channels", "4")
+    train("residual", "--codec", str(codec_run), "--init", str(tmp_path / "first" / "pipeline" / "unet"),
+          "--train-dir", str(photos), "--val-dir", str(photos), "--output", str(tmp_path / "zoomed"),
+          "--max-upscale", "1.6")
+    scale = load_pipeline(tmp_path / "zoomed" / "pipeline").unet.config.residual_scale
+    assert scale == pytest.approx(first[0]["residual_scale"])
+
+
+def test_crops_at_a_random_zoom_are_upscaled_patches(photos):
+    plain = ImageFolderDataset(photos, crop_size=64)
+    random.seed(3)
+    crop = plain[0]
+    random.seed(3)  # no zoom draws nothing extra: the crop is the photo's pixels where it always was
+    top, left, flip = random.randint(0, 256), random.randint(0, 256), random.random() < 0.5
+    pixels = plain.images[0][:, top:top + 64, left:left + 64]
+    torch.testing.assert_close(crop, (pixels.flip(-1) if flip else pixels).float() / 255)
+
+    zoomed = ImageFolderDataset(photos, crop_size=64, max_upscale=2.0)
+    crops = torch.stack([zoomed[i] for i in range(24)])
+    assert crops.shape == (24, 3, 64, 64) and crops.min() >= 0 and crops.max() <= 1
+    # The photos are noise over a gradient: upscaled patches have smaller differences between neighbours.
+    detail = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    assert detail(crops) < 0.9 * detail(torch.stack([plain[i] for i in range(24)]))
+    with pytest.raises(ValueError, match="max_upscale"):
+        ImageFolderDataset(photos, crop_size=64, max_upscale=0.5)
 
 
 def test_the_residual_stage_trains_on_the_pipelines_own_sampling_trajectory():
