@@ -106,6 +106,20 @@ def test_fast_only_skips_the_diffusion(client, tmp_path):
     assert refined is None and set(stats["decodes"]) == {"fast"}
 
 
+def test_a_transparent_upload_is_said_to_come_back_opaque(client, tmp_path):
+    image = random_image(32, 48)
+    image.putalpha(Image.new("L", (48, 32), 255))
+    image.save(tmp_path / "opaque.png")  # an alpha channel, every pixel opaque: nothing to say
+    alpha = Image.new("L", (48, 32), 255)
+    alpha.paste(0, (0, 0, 48, 8))  # the top quarter clear
+    image.putalpha(alpha)
+    image.save(tmp_path / "logo.png")
+    for name, share in (("opaque.png", None), ("logo.png", 0.25)):
+        *_, stats, _ = client.predict(handle_file(tmp_path / name), "tiny-rdc", 50, None, "ddim", 1, 1, 0, "fast",
+                                      api_name="/compress")
+        assert stats.get("transparent") == share
+
+
 def test_a_target_bpp_picks_the_highest_quality_that_fits(client, tmp_path):
     crop = kodak_crop(tmp_path)
     target = 0.26  # 99 bytes for 64x48; the tiny model writes 77 bytes at quality 0 and more above ~85

@@ -20,6 +20,7 @@ from rdc_diffusers.media.image_io import (
     pad_to_multiple,
     to_output,
     to_tensor,
+    transparent_share,
 )
 
 H, W = 33, 47  # odd on purpose: nothing may assume even or multiple-of-16 sizes
@@ -90,6 +91,23 @@ def test_rgba_drops_alpha_and_keeps_colour_exactly() -> None:
     (out,) = to_output(x, "pil", mode)
     assert out.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(out), rgba[:, :, :3])
+
+
+def test_the_transparent_share_counts_pixels_that_are_not_opaque() -> None:
+    rgba = np.concatenate([random_rgb(), np.full((H, W, 1), 255, np.uint8)], axis=2)
+    assert transparent_share(rgba) == 0 and transparent_share(Image.fromarray(rgba, "RGBA")) == 0
+    rgba[:11, :, 3] = 128  # a third of the rows half transparent
+    assert transparent_share(rgba) == transparent_share(Image.fromarray(rgba, "RGBA")) == pytest.approx(11 / H)
+    assert transparent_share(rgba.astype(np.uint16) * 257) == pytest.approx(11 / H)  # opaque is 65535 there
+    assert transparent_share(rgba.astype(np.float32) / 255) == pytest.approx(11 / H)
+    assert transparent_share(Image.fromarray(rgba, "RGBA").convert("LA")) == pytest.approx(11 / H)
+    palette = Image.new("P", (W, H), 0)
+    palette.putpalette([255, 0, 0, 0, 128, 255])
+    palette.paste(1, (0, 0, W, 3))
+    palette.info["transparency"] = 1  # palette entry 1 is clear
+    assert transparent_share(palette) == pytest.approx(3 / H)
+    assert transparent_share(random_rgb()) == transparent_share(Image.fromarray(random_rgb())) == 0
+    assert transparent_share(torch.rand(3, H, W)) == 0  # tensors have colour only
 
 
 def test_palette_with_transparency_keeps_palette_colours() -> None:

@@ -40,6 +40,19 @@ def test_compress_gives_bytes_and_decompress_counts_their_bits(tiny_pipeline):
     assert out.data == [data]
 
 
+def test_a_transparent_image_is_said_to_come_back_opaque(tiny_pipeline):
+    """An .rdc file holds colour only: a logo's clear pixels come back as whatever colour lies under them."""
+    image = random_image(48, 80)
+    image.putalpha(255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # opaque RGBA: nothing to say
+        tiny_pipeline.compress(image)
+    image.putalpha(PIL.Image.linear_gradient("L").resize((80, 48)))  # clear at the top, opaque at the bottom
+    with pytest.warns(UserWarning, match=r"the image is transparent \(.*%.*\) and an \.rdc file holds colour only"):
+        data = tiny_pipeline.compress(image)
+    assert tiny_pipeline.decompress(data).images[0].mode == "RGB"
+
+
 def test_call_is_compress_then_decompress(tiny_pipeline):
     image = random_image(48, 80)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,17 @@ def test_a_lossless_webp_comes_back_exactly_as_stored(refiner, alpha):
     with pytest.warns(UserWarning, match="lossless WebP"):
         refined = refiner.decompress(data).images[0]
     assert np.array_equal(np.asarray(refined), np.asarray(image))
+
+
+def test_a_transparent_image_coded_as_jpeg_is_said_to_lose_its_transparency(refiner):
+    image = random_image(48, 80)
+    image.putalpha(Image.linear_gradient("L").resize((80, 48)))
+    with pytest.warns(UserWarning, match="and a JPEG file holds colour only"):
+        refiner.compress(image, format="jpeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # WebP and AVIF keep it
+        refiner.compress(image, format="webp")
+        refiner.compress(image, format="avif")
 
 
 def test_files_above_the_refiners_ceiling_come_back_as_decoded(refiner, tmp_path):
@@ -299,6 +311,10 @@ def test_rdc_compress_base_then_rdc_refine(rdc, refiner, tmp_path):
     assert "refined, 1 step of DDIMScheduler, strength 1, seed 0 (avif file)" in done.out
     with Image.open(tmp_path / "out.png") as out:
         assert out.size == (80, 48)
+    random_image(48, 80).save(tmp_path / "lossless.webp", lossless=True)
+    kept = rdc("refine", str(tmp_path / "lossless.webp"), "-o", str(tmp_path / "kept.png"), "--model", str(model))
+    assert kept.code == 0 and kept.out.endswith("80x48 RGB, plain decode: refining would not improve this file "
+                                                "(webp file)\n") and "lossless WebP" in kept.err
     again = rdc("refine", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--model", str(model))
     assert again.code == 1 and "not a JPEG, WebP or AVIF file" in again.err
     refused = rdc("compress", str(tmp_path / "in.png"), "--base", "jpeg", "--steps", "2", "-o", str(tmp_path),
@@ -316,14 +332,18 @@ def test_rdc_refine_a_folder(rdc, refiner, tmp_path):
     for name, seed in (("a", "jpeg"), ("b", "webp"), ("c", "avif")):
         (photos / f"{name}{SUFFIXES[seed]}").write_bytes(refiner.compress(random_image(24, 40, seed=len(name)),
                                                                           format=seed, quality=30))
+    random_image(24, 40).save(photos / "e.webp", lossless=True)  # said to be left as it is
     (photos / "notes.txt").write_text("not an image: left alone")
     done = rdc("refine", str(photos), "-o", str(tmp_path / "out"), "--model", str(model), "--seed", "3")
     assert done.code == 0, done.err
     lines = done.out.splitlines()
     assert lines[0] == f"{tmp_path / 'out' / 'a.png'}: 40x24 RGB, refined, 1 step of DDIMScheduler, strength 1, " \
                        "seed 3 (jpeg file)"
-    assert lines[-1] == "3 files (1 process)" and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "a.png", "b.png", "c.png"]
+    assert lines[3] == f"{tmp_path / 'out' / 'e.png'}: 40x24 RGB, plain decode: refining would not improve this " \
+                       "file (webp file)"
+    assert "a lossless WebP holds its pixels exactly: returned as decoded" in done.err
+    assert lines[-1] == "4 files (1 process)" and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.png", "b.png", "c.png", "e.png"]
     expected = refiner.decompress((photos / "c.avif").read_bytes(), seed=3).images[0]
     assert np.array_equal(pixels(Image.open(tmp_path / "out" / "c.png")), pixels(expected))
     (photos / "d.jpg").write_bytes(b"\xff\xd8 not really")

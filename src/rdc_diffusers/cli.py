@@ -408,12 +408,16 @@ def run_refine(args: argparse.Namespace) -> None:
         return pipe.decompress(data, refine=not args.fast, num_inference_steps=args.steps, strength=args.strength,
                                seed=args.seed, max_pixels=args.max_pixels).images[0]
 
-    def describe(pipe, base: str) -> str:
+    def describe(pipe, base: str, data: bytes) -> str:
         steps = pipe.config.default_num_inference_steps if args.steps is None else args.steps
         strength = pipe.config.default_strength if args.strength is None else args.strength
-        how = "plain decode" if args.fast or steps == 0 or strength == 0 else (
-            f"refined, {plural(steps, 'step')} of {type(pipe.scheduler).__name__}, strength {strength:g}, "
-            f"seed {args.seed}")
+        if args.fast or steps == 0 or strength == 0:
+            how = "plain decode"
+        elif pipe.not_refined(data, *probe(data)):  # the pipeline's warning said why
+            how = "plain decode: refining would not improve this file"
+        else:
+            how = (f"refined, {plural(steps, 'step')} of {type(pipe.scheduler).__name__}, strength {strength:g}, "
+                   f"seed {args.seed}")
         return f"{how} ({base} file)"
 
     if args.input.is_dir():
@@ -431,7 +435,7 @@ def run_refine(args: argparse.Namespace) -> None:
     check_steps_option(pipe, args.steps)
     image = decode(pipe, data)
     save_image(image, args.output, fmt)
-    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {describe(pipe, base)}")
+    print(f"{args.output}: {image.width}x{image.height} {image.mode}, {describe(pipe, base, data)}")
 
 
 REFINE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".avif")
@@ -629,14 +633,14 @@ def run_decompress_folder(args: argparse.Namespace) -> None:
     paths = sorted(p for p in args.input.iterdir() if p.suffix.lower() == ".rdc" and p.is_file())
     if not paths:
         raise CLIError(f"{args.input}: no .rdc files in this folder")
-    decode_folder(args, paths, read, "image", decode, lambda pipe, header: decode_how(args, pipe, header))
+    decode_folder(args, paths, read, "image", decode, lambda pipe, header, data: decode_how(args, pipe, header))
 
 
 def decode_folder(args: argparse.Namespace, paths: list[Path], read: Callable, kind: str, decode: Callable,
                   describe: Callable) -> None:
     """Each of ``paths`` decoded by ``decode(pipe, bytes)`` into ``OUTDIR/<stem>.png``; each process of ``accelerate
     launch`` takes a share. Every file is read first (``read(bytes) -> (header, width, height)``: a broken file or a
-    bomb fails before the ``kind`` model is loaded); each output is reported with ``describe(pipe, header)``."""
+    bomb fails before the ``kind`` model is loaded); each output is reported with ``describe(pipe, header, bytes)``."""
     from .limits import check_decode_size
     from .parallel import map_shards, state
 
@@ -659,16 +663,18 @@ def decode_folder(args: argparse.Namespace, paths: list[Path], read: Callable, k
     def work(share: list[tuple[Path, Path]]) -> list[dict]:
         done = []
         for path, target in files_progress(share, current):
-            image = decode(pipe, read_bytes(path))
+            data = read_bytes(path)
+            image = decode(pipe, data)
             save_image(image, target, "PNG")
-            done.append({"input": path, "output": target, "size": f"{image.width}x{image.height} {image.mode}"})
+            done.append({"output": target, "size": f"{image.width}x{image.height} {image.mode}",
+                         "how": describe(pipe, headers[path], data)})
         return done
 
     done = map_shards(work, list(zip(paths, targets, strict=True)))
     if not current.is_main_process:
         return
     for record in done:
-        print(f"{record['output']}: {record['size']}, {describe(pipe, headers[record['input']])}")
+        print(f"{record['output']}: {record['size']}, {record['how']}")
     print(f"{plural(len(done), 'file')} ({plural(current.num_processes, 'process', 'processes')})")
 
 

@@ -264,6 +264,7 @@ def build_demo(
         """Compress an image at a quality (or the highest one within a target bpp), then decode the bytes fast
         and (optionally) refined."""
         from .bitstream.rdc import decode_file
+        from .media.image_io import transparent_share
 
         if not image_path:
             raise _error("Please upload an image first.")
@@ -283,6 +284,10 @@ def build_demo(
         header = decode_file(data).header
         decoded = decode_both(pipe, data, decode, scheduler, int(steps), header.strength, progress)
         stats = _stats(model, data, decoded, scheduler, encode_s, image, header, rate.get("target_bpp"))
+        if share := transparent_share(image):  # the pipeline's warning goes to the server's log: show it here
+            stats["transparent"] = share
+            gr.Warning(f"The image is transparent ({share:.1%} of its pixels): an .rdc file holds colour only, so "
+                       "the decodes are opaque.")
         return _results(image, decoded, stats, str(rdc_path))
 
     def decompress(rdc_path, model, scheduler, steps, strength, decode, progress=gr.Progress()):  # noqa: B008

@@ -7,7 +7,8 @@ rather than silently coding something other than what the user meant:
 * Alpha is **not stored**. For ``RGBA``, ``LA``, ``PA`` (and ``P`` images with a transparency entry, which
   go through ``RGBA``) the colour channels are coded exactly as they are and the alpha channel is dropped,
   so the decoded image is opaque. Colour under fully transparent pixels is kept, not composited on a
-  background.
+  background. The pipelines that code into colour-only files (``.rdc``, JPEG) say so with
+  ``warn_if_transparent`` when some pixel is not opaque.
 * Grayscale images are replicated to three channels; ``to_output`` turns them back into 8-bit ``L`` images.
 * 16-bit grayscale (``I;16``, ``I;16B``, ``I;16L``) is scaled by the full range of the type, value / 65535.
   32-bit ``I`` images are clipped to ``[0, 65535]`` first (values outside the 16-bit range are lost), then
@@ -223,6 +224,30 @@ def _warn_if_multi_frame(image: Image.Image) -> None:
         warnings.warn(f"{name} has {frames} frames; only frame {image.tell() + 1} is coded (a clip: "
                       "rdc compress-video, which reads GIFs, videos and frame folders; RDCVideoPipeline in Python)",
                       UserWarning, stacklevel=4)
+
+
+def transparent_share(image: Image.Image | np.ndarray | torch.Tensor) -> float:
+    """The share of the image's pixels that are not fully opaque: 0 without an alpha channel (tensors have none)."""
+    if isinstance(image, Image.Image):
+        if not image.has_transparency_data:
+            return 0.0
+        alpha, opaque = np.asarray(image.convert("RGBA").getchannel("A")), 255
+    elif isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[:, :, 3]
+        opaque = True if alpha.dtype.kind == "b" else 1.0 if alpha.dtype.kind == "f" else np.iinfo(alpha.dtype).max
+    else:
+        return 0.0
+    return float(np.mean(alpha != opaque))
+
+
+def warn_if_transparent(image: Image.Image | np.ndarray | torch.Tensor, holder: str) -> None:
+    """A transparent image coded into a format that holds colour only comes back opaque, the colour under its clear
+    pixels showing (often black): say so rather than let it surprise. ``holder``: the format, for the message."""
+    share = transparent_share(image)
+    if share > 0:
+        name = getattr(image, "filename", "") or "the image"
+        warnings.warn(f"{name} is transparent ({share:.1%} of its pixels are not opaque) and {holder} holds colour "
+                      "only: the decoded image is opaque", UserWarning, stacklevel=4)
 
 
 def _from_pil(image: Image.Image) -> torch.Tensor:

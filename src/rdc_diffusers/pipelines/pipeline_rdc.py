@@ -19,7 +19,7 @@ from ..bitstream.rdc import RDCFile, RDCHeader, check_model, decode_file, encode
 from ..errors import RDCFormatError
 from ..hub.pretrained import model_name, resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size, check_file_steps, check_stored_steps
-from ..media.image_io import crop_to, icc_profile, pad_to_multiple, to_output, to_tensor
+from ..media.image_io import crop_to, icc_profile, pad_to_multiple, to_output, to_tensor, warn_if_transparent
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, RDCCodec, check_quality
 from ..models.residual_unet import ResidualUNet
 from ..rate_control import byte_budget, search_quality
@@ -193,6 +193,7 @@ class RDCPipeline(ResidualRefinementMixin, DiffusionPipeline):
         check_stored_steps(self.config.default_num_inference_steps if num_inference_steps is None
                            else num_inference_steps, self.scheduler.config.num_train_timesteps)
         x, mode = to_tensor(image)
+        warn_if_transparent(image, "an .rdc file")
         profile = icc_profile(image)  # stored, so the decode is shown in the image's colour space
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..hub.pretrained import resolve_model, safetensors_only
 from ..limits import check_decode_size, check_encode_size
-from ..media.image_io import crop_to, icc_profile, pad_to_multiple, to_output, to_tensor
+from ..media.image_io import crop_to, icc_profile, pad_to_multiple, to_output, to_tensor, warn_if_transparent
 from ..media.standard_codecs import check_format, upright
 from ..models.base_codec import BaseCodec
 from ..models.residual_unet import ResidualUNet
@@ -107,6 +107,8 @@ class RDCRefinerPipeline(ResidualRefinementMixin, DiffusionPipeline):
             raise ValueError("give either quality or target_bpp, not both")
         format = check_format(self.config.default_format if format is None else format)
         x, mode = to_tensor(image)
+        if format == "jpeg":
+            warn_if_transparent(image, "a JPEG file")
         height, width = x.shape[-2:]
         check_encode_size(width, height, max_pixels)
         picture = to_output(x, "pil", mode, icc_profile(image))[0]  # the file keeps the image's colour space
