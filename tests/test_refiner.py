@@ -144,8 +144,16 @@ def test_other_files_and_bombs_are_refused_before_decoding(refiner):
     random_image(16, 16).save(png, "PNG")
     with pytest.raises(RDCFormatError, match="not a JPEG, WebP or AVIF file .*PNG"):
         refiner.decompress(png.getvalue())
-    with pytest.raises(RDCFormatError, match="not a readable"):
+    with pytest.raises(RDCFormatError, match="^not a readable JPEG, WebP or AVIF file: a JPEG file whose header"):
         refiner.decompress(b"\xff\xd8\xff" + b"\x00" * 10)
+    webp = refiner.compress(random_image(16, 16), format="webp")
+    with pytest.raises(RDCFormatError, match="a WebP file whose header does not read"):
+        refiner.decompress(webp[:12] + b"\x00" * 20)
+    rdc_file = build_tiny_pipeline().compress(random_image(16, 16))
+    with pytest.raises(RDCFormatError, match=r"^not a JPEG, WebP or AVIF file: an \.rdc file \(rdc decompress"):
+        refiner.decompress(rdc_file)
+    with pytest.raises(RDCFormatError, match="^not a JPEG, WebP or AVIF file: not an image format Pillow can identify"):
+        refiner.decompress(b"just some text")
     jpeg = refiner.compress(random_image(64, 64), format="jpeg", quality=90)
     with pytest.raises(RDCFormatError, match="not a readable.*truncated"):  # a header that reads, pixels that don't
         refiner.decompress(jpeg[: len(jpeg) // 2])

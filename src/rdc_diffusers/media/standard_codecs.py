@@ -53,13 +53,32 @@ def encode(image, format: str, quality: int) -> bytes:
 def _opened(data: bytes) -> Iterator[PIL.Image.Image]:
     """Pillow's lazily opened image of ``data``: whatever Pillow cannot read, on opening or inside the block,
     raises :class:`RDCFormatError` (UnidentifiedImageError is an OSError)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             yield image
+    except UnidentifiedImageError as err:  # its message is the repr of our buffer: say what the bytes are instead
+        raise RDCFormatError(_unidentified(data)) from err
     except _ERRORS as err:
         raise RDCFormatError(f"not a readable JPEG, WebP or AVIF file: {err}") from err
+
+
+def _unidentified(data: bytes) -> str:
+    """What bytes Pillow cannot identify are: a broken file of one of the three formats (by its signature), one of our
+    own files (named, with its command), or something else."""
+    from ..bitstream.rdc import MAGIC
+    from ..bitstream.rdcv import VIDEO_MAGIC
+
+    broken = ("JPEG" if data.startswith(b"\xff\xd8\xff") else "WebP" if data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+              else "AVIF" if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis") else None)
+    if broken:
+        return f"not a readable JPEG, WebP or AVIF file: a {broken} file whose header does not read"
+    if data.startswith(MAGIC):
+        return "not a JPEG, WebP or AVIF file: an .rdc file (rdc decompress, RDCPipeline.decompress)"
+    if data.startswith(VIDEO_MAGIC):
+        return "not a JPEG, WebP or AVIF file: an .rdcv clip (rdc decompress-video, RDCVideoPipeline)"
+    return "not a JPEG, WebP or AVIF file: not an image format Pillow can identify"
 
 
 def probe(data: bytes) -> tuple[str, int, int]:
