@@ -26,26 +26,24 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 COMPONENT = {"codec": "codec", "residual": "unet"}
 """The pipeline component each stage trains (and the folder it comes back in)."""
 
-GPU_MACHINE = ("torch", "torchvision", "accelerate", "safetensors", "huggingface_hub", "numpy", "pillow")
-"""What the GPU machine's python3 has (with whatever these require); no diffusers, compressai, scipy, pandas,
-torch_geometric, matplotlib there, and no network."""
+GPU_MACHINE = ("torch", "torchvision", "accelerate", "safetensors", "huggingface_hub", "numpy", "pillow", "scipy",
+               "pandas", "torch-geometric", "python-dateutil", "xxhash", "requests", "urllib3", "charset-normalizer",
+               "certifi", "idna", "einops")
+"""What the GPU machine's python3 has that the training path imports (with whatever these require), from the package
+list of its image ('cuda', nvidia-h200) in the device tool's KINDS.md, read there on 2026-11-17: no diffusers,
+compressai, pytorch_msssim or lpips, and no network. compressai's package ``__init__`` imports its point-cloud
+datasets and transforms, and with them scipy, pandas (-> python-dateutil) and torch_geometric (-> xxhash): the image
+has them, so they need not travel (their wheels are 47 MB, which put the kit over a trip's 64 MiB until session 31).
+``run.py``'s import check names any that is missing there, before training."""
 
-# What the training path imports beyond GPU_MACHINE, as real wheels: distribution name -> version, None = the
+# What the training path imports beyond GPU_MACHINE, carried as real wheels: distribution name -> version, None = the
 # version installed here (the one the tests ran with). Measured by importing the training path with nothing else
-# on the path (tests/test_gpu_kit.py): compressai's package __init__ imports its point-cloud datasets and
-# transforms, and with them scipy, pandas (-> python-dateutil), torch_geometric (-> xxhash), requests; also
-# einops and pytorch_msssim. diffusers needs nothing more at import; matplotlib, which compressai declares, is
-# not imported. charset-normalizer and idna are requests' own requirements.
-WHEELS = {
-    "diffusers": None, "compressai": "1.2.8", "scipy": None, "pandas": None, "torch-geometric": None,
-    "pytorch-msssim": None, "einops": None, "python-dateutil": None, "xxhash": None,
-    "requests": None, "urllib3": None, "charset-normalizer": None, "certifi": None, "idna": None,
-}
+# on the path (tests/test_gpu_kit.py). diffusers needs nothing more at import; matplotlib, which compressai
+# declares, is not imported.
+WHEELS = {"diffusers": None, "compressai": "1.2.8", "pytorch-msssim": None}
 RESIDUAL_WHEELS = {"lpips": None}
 PINNED = {"diffusers", "compressai", "lpips"}
 """Installed from the carried wheel even when the machine has another version: the versions tested here."""
-POINT_CLOUD = ("scipy", "pandas", "torch-geometric", "python-dateutil", "xxhash")
-"""The wheels carried only because compressai's __init__ imports its point-cloud code (and lpips, scipy)."""
 
 
 def normalise(name: str) -> str:

@@ -4,10 +4,10 @@
 
 Fills the git-ignored folder gpu/carry with what the GPU machine lacks and the repository does not hold:
 
-* wheels/: the real wheels of everything the training path imports beyond the GPU machine's torch, torchvision,
-  accelerate, safetensors, huggingface_hub, numpy and pillow (gpukit.WHEELS): diffusers, compressai 1.2.8, scipy,
-  pandas, torch_geometric and their small companions, cp312 manylinux (``pip download --no-deps``), at the
-  versions installed here; --wheels-from DIR copies them from a folder instead of downloading;
+* wheels/: the real wheels of everything the training path imports beyond the GPU machine's packages
+  (gpukit.GPU_MACHINE): diffusers, compressai 1.2.8 and pytorch_msssim (gpukit.WHEELS; --residual adds lpips),
+  cp312 manylinux (``pip download --no-deps``), at the versions installed here; --wheels-from DIR copies them from a
+  folder instead of downloading;
 * val/: the first 4 images of ../shared/data/bsds_test, the crops train_rdc.py validates on;
 * train/: the training photos (../shared/data/train; --with-test-images adds the other bsds_test images), at most
   --max-images of them, as many as fit;
@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpukit import (  # noqa: E402
     CARRY,
     MIB,
-    POINT_CLOUD,
     REPO,
     RESIDUAL_WHEELS,
     TRAVEL_LIMIT,
@@ -139,8 +138,7 @@ LABELS = {"val": "validation images", "train": "training photos", "lpips": "LPIP
 def size_check(items: list[tuple[str, int]], limit: int, margin: int = 0, droppable=()) -> str | None:
     """None when ``items`` ((name, bytes) pairs) fit in ``limit`` bytes with ``margin`` left free; else a message:
     how far over, the largest items, and what would make it fit. ``droppable`` names the items an option can shrink
-    (the training photos: --max-images); ``… wheel`` items of ``POINT_CLOUD`` and ``… (float32)`` weights are
-    priced as the fixes that remove them."""
+    (the training photos: --max-images); ``… (float32)`` weights are priced as the fix that halves them."""
     total = sum(size for _, size in items)
     if total + margin <= limit:
         return None
@@ -162,23 +160,10 @@ def size_check(items: list[tuple[str, int]], limit: int, margin: int = 0, droppa
     else:
         if optional:
             lines.append(f"Even without training photos (--max-images 0) the rest is {mb(required)}: over the limit.")
-        point_cloud = {normalise(d) for d in POINT_CLOUD}
-        wheels = sum(size for name, size in items
-                     if name.endswith(" wheel") and normalise(name.removesuffix(" wheel")) in point_cloud)
-        if wheels:
-            fixes.append("a GPU image with scipy, pandas and torch_geometric preinstalled, or a compressai whose "
-                         "__init__ does not import its point-cloud code: saves their wheels, "
-                         f"{mb(wheels)} ({enough(wheels)})")
         float32 = sum(size for name, size in items if "(float32)" in name)
         if float32:
             fixes.append(f"the bundled weights in float16 (examples/export_fp16.py): saves about {mb(float32 // 2)} "
                          f"({enough(float32 // 2)})")
-        if wheels and float32:
-            both, left = wheels + float32 // 2, limit - margin - required + wheels + float32 // 2
-            fixes.append(f"both of these: saves about {mb(both)}, "
-                         + ("enough for everything" if both >= excess else
-                            f"enough with {mb(left)} of training photos (--max-images)" if left > 0 else
-                            "still not enough"))
     fixes.append(f"a carry limit of at least {math.ceil((total + margin) / MIB)} MiB")
     return "\n".join(lines + ["What would make it fit: " + "; or ".join(fixes) + "."])
 

@@ -2,8 +2,8 @@
 
     python3 gpu/run.py [--stage codec|residual] [--minutes 7] [--device cuda|cpu|auto] [--init FOLDER]
 
-1. installs from the carried wheels (gpu/carry/wheels: real wheels of diffusers, compressai, scipy, pandas,
-   torch_geometric, ...) only the distributions this Python lacks (`pip install --no-deps --no-index --target`
+1. installs from the carried wheels (gpu/carry/wheels: real wheels of diffusers, compressai, pytorch_msssim and,
+   for the residual stage, lpips) only the distributions this Python lacks (`pip install --no-deps --no-index --target`
    into the work folder; nothing is installed where they are all present, as on the CPU machine);
 2. checks in a child Python that the whole training path imports (a failure stops here, before training), then
    runs examples/train_rdc.py: a warm start from the bundled weights (or --init: a folder from an earlier run of

@@ -57,9 +57,9 @@ def test_weights_come_back_in_parts_under_the_limit_and_merge_exactly(tmp_path):
 
 
 def test_the_carried_wheels_are_what_the_training_path_imports_beyond_the_gpu_machine(tmp_path):
-    """A Python that sees only the GPU machine's packages (torch, torchvision, accelerate, safetensors,
-    huggingface_hub, numpy, pillow and what they require) plus the carried distributions imports the whole
-    training path (run.py's own check); without the scipy wheel it cannot: compressai's __init__ imports it."""
+    """A Python that sees only the GPU machine's packages (gpukit.GPU_MACHINE and what they require) plus the
+    carried distributions imports the whole training path (run.py's own check); without the pytorch_msssim wheel it
+    cannot: compressai's __init__ imports it."""
     run = load_script("gpu/run.py")
     env = python_env(OMP_NUM_THREADS="1")
 
@@ -74,8 +74,8 @@ def test_the_carried_wheels_are_what_the_training_path_imports_beyond_the_gpu_ma
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])["from"]
     assert all(str(tmp_path) in path for path in found.values()), found  # nothing came from elsewhere
-    without = imports({dist: v for dist, v in carried.items() if dist != "scipy"}, "import compressai")
-    assert without.returncode != 0 and "No module named 'scipy'" in without.stderr
+    without = imports({dist: v for dist, v in carried.items() if dist != "pytorch-msssim"}, "import compressai")
+    assert without.returncode != 0 and "No module named 'pytorch_msssim'" in without.stderr
 
 
 def test_run_installs_from_the_carried_wheels_only_what_is_missing(tmp_path, monkeypatch):
@@ -109,17 +109,17 @@ def test_run_installs_from_the_carried_wheels_only_what_is_missing(tmp_path, mon
 def test_size_check_refuses_naming_the_largest_items_and_what_would_make_it_fit():
     prepare = load_script("gpu/prepare.py")
     mb = 10**6
-    items = [("rest of the repository (100 files)", 4 * mb), ("bundled weights rdc-bsds/codec (float32)", 28 * mb),
-             ("scipy wheel", 35_700_000), ("pandas wheel", 12 * mb), ("torch_geometric wheel", 1_300_000),
-             ("diffusers wheel", 6 * mb), ("training photos (300 asked for)", 22 * mb)]
+    items = [("rest of the repository (100 files)", 34 * mb), ("bundled weights rdc-bsds/codec (float32)", 28 * mb),
+             ("diffusers wheel", 6 * mb), ("lpips weights", 10 * mb), ("training photos (300 asked for)", 22 * mb)]
     assert prepare.size_check(items, 200 * gpukit.MIB) is None
     message = prepare.size_check(items, 64 * gpukit.MIB, droppable=["training photos (300 asked for)"])
-    assert message.startswith("does not fit: 109.0 MB")
-    assert ("largest items: scipy wheel 35.7 MB, bundled weights rdc-bsds/codec (float32) 28.0 MB, training photos "
-            "(300 asked for) 22.0 MB, pandas wheel 12.0 MB") in message
-    assert "without training photos (--max-images 0) the rest is 87.0 MB" in message
-    assert "scipy, pandas and torch_geometric preinstalled" in message and "saves their wheels, 49.0 MB" in message
-    assert "float16" in message and "carry limit of at least 104 MiB" in message
+    assert message.startswith("does not fit: 100.0 MB")
+    assert ("largest items: rest of the repository (100 files) 34.0 MB, bundled weights rdc-bsds/codec (float32) "
+            "28.0 MB, training photos (300 asked for) 22.0 MB, lpips weights 10.0 MB, diffusers wheel 6.0 MB"
+            ) in message
+    assert "without training photos (--max-images 0) the rest is 78.0 MB" in message
+    assert "float16 (examples/export_fp16.py): saves about 14.0 MB (13.4 MiB) (not enough on its own)" in message
+    assert "carry limit of at least 96 MiB" in message
 
     small = [("rest of the repository (100 files)", 30 * mb), ("training photos (300 asked for)", 40 * mb)]
     message = prepare.size_check(small, 64 * gpukit.MIB, droppable=["training photos (300 asked for)"])
