@@ -157,3 +157,15 @@ def test_a_run_started_from_a_component_inside_the_model_is_its_own_earlier_weig
                        training=training_budget(tmp_path))
     assert "on top of the training of my-rdc-q3, vr_codec it started from" in card
     assert card.count("warm start from this model’s earlier weights") == 1
+
+
+def test_a_zoomed_run_says_so_and_an_unzoomed_one_does_not(tmp_path):
+    """--max-upscale changes what the UNet saw: the card's run table names it (and only where it was used)."""
+    for run, zoom in (("residual-session30", 1.6), ("residual-session29", 1.0)):
+        (tmp_path / f"{run}_args.json").write_text(json.dumps({"stage": "residual", "max_upscale": zoom}))
+        (tmp_path / f"{run}_train_log.jsonl").write_text(json.dumps({"step": 10, "minutes": 1.0}) + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    rows = {line.split(" | ")[0]: line for line in card.splitlines() if line.startswith("| residual-session")}
+    assert "random zoom up to 1.6x" in rows["| residual-session30"]
+    assert "zoom" not in rows["| residual-session29"]

@@ -327,6 +327,8 @@ def _settings(run: str, a: dict, name: str) -> str:
         if a.get("sampler_steps"):  # saved since session 24 (before: half the batches, on 1 to 8 steps)
             steps = "/".join(str(n) for n in a["sampler_steps"])
             settings += f", {a.get('few_step_fraction', 0.5):.0%} of batches on the {steps}-step sampler's own states"
+        if a.get("max_upscale", 1) > 1:
+            settings += f", crops at a random zoom up to {a['max_upscale']:g}x"
         if stage == "refiner":
             settings = f"refiner of {' / '.join(a.get('bases', []))} decodes, " + settings
     if a.get("mixed_precision", "no") != "no":
