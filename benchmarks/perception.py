@@ -2,7 +2,7 @@
 the step count, at several qualities.
 
     python benchmarks/perception.py [--model rdc-bsds] [--data ../shared/data/kodak] [--limit N]
-        [--qualities 25 50 75] [--strengths 0 0.25 0.5 0.75 1] [--steps 1] [--eta 0] [--no-fid]
+        [--qualities 25 50 75] [--strengths 0 0.25 0.5 0.75 1] [--steps 1] [--eta 0] [--seed 0] [--no-fid]
         [--out benchmarks/results/perception]
 
 Each image is compressed once per quality; the same bytes are decoded once per (steps, strength) pair with the
@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="default: the model's default steps")
     parser.add_argument("--eta", type=float, default=0.0,
                         help="DDIM's eta for every refined decode (0: deterministic steps, 1: DDPM-like fresh noise)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the refinement seed written into every file: rerun with others to see how far the "
+                             "sampling noise alone moves a point")
     parser.add_argument("--no-fid", dest="fid", action="store_false", help="skip patch FID/KID (the slowest part)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -116,10 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or [pipe.config.default_num_inference_steps]
     paths = list_images(args.data)[: args.limit]
     records = evaluate_pipeline(pipe, paths, decodes=decode_configs(steps, args.strengths, args.eta),
-                                quality=args.qualities, fid=args.fid, progress=True)
+                                quality=args.qualities, seed=args.seed, fid=args.fid, progress=True)
     summary = summarize(records, fid=args.fid)
     info = machine_info() | {"model": args.model, "data": str(args.data), "images": len(paths),
-                             "qualities": args.qualities, "command": " ".join(["python", *sys.argv])}
+                             "qualities": args.qualities, "seed": args.seed, "command": " ".join(["python", *sys.argv])}
     save_results(args.out / "perception.json", records, summary, info)
     (args.out / "perception.md").write_text(markdown(summary, info, args.fid))
     plot(summary, args.qualities, args.out / "perception.png", args.fid)

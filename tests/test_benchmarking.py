@@ -486,6 +486,22 @@ def test_perception_benchmark_traces_strength_and_steps(image_folder, tiny_model
     assert (out / "perception.png").stat().st_size > 0 and (out / "perception.csv").exists()
 
 
+def test_perception_benchmark_seed_moves_only_the_refined_decode(image_folder, tiny_model_dir, tmp_path):
+    """--seed is the sampling noise written into the files: the same bytes and fast decode, another sample."""
+    perception = load_script("benchmarks/perception.py")
+    runs = {}
+    for seed in (0, 7):
+        out = tmp_path / f"seed{seed}"
+        perception.main(["--model", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out), "--limit",
+                         "1", "--qualities", "50", "--strengths", "0", "1", "--steps", "1", "--no-fid",
+                         "--threads", "1", "--seed", str(seed)])
+        result = json.loads((out / "perception.json").read_text())
+        assert result["info"]["seed"] == seed
+        runs[seed] = {e["decode"]: e for e in result["summary"].values()}
+    assert runs[0]["fast"]["psnr"] == runs[7]["fast"]["psnr"] and runs[0]["fast"]["bpp"] == runs[7]["fast"]["bpp"]
+    assert runs[0]["1step-s1"]["psnr"] != runs[7]["1step-s1"]["psnr"]
+
+
 def test_refiner_benchmark_scores_the_given_qualities_of_each_base(image_folder, tmp_path):
     model = tmp_path / "refiner"
     build_tiny_refiner().save_pretrained(model)
