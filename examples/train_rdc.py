@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "refiner's own codec folder (with --init its unet: go on from that refiner)")
     parser.add_argument("--bases", nargs="+", default=["jpeg", "webp", "avif"],
                         help="refiner stage: the standard codecs whose decodes it learns to refine")
+    parser.add_argument("--base-qualities", nargs="+", type=base_quality_range, default=[], metavar="NAME=LO-HI",
+                        help="refiner stage: the Pillow quality range a base codec is trained over (e.g. jpeg=5-60);"
+                             " the others keep BASE_QUALITIES")
     parser.add_argument("--frames", type=int, default=3, help="inter stage: frames per synthetic clip (1 I + P)")
     parser.add_argument("--mode", choices=["residual", "cdc"], default="residual",
                         help="residual stage: RDC's residual r = x − x_init, or the CDC-style ablation that "
@@ -122,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: accelerate's choice (a GPU when one is visible); cpu: Accelerator(cpu=True) even "
                              "with a GPU; cuda: stop at once when torch sees no GPU")
     return parser
+
+
+def base_quality_range(text: str) -> str:
+    """argparse type of ``--base-qualities``: ``jpeg=5-60`` checked and kept as text (so args.json compares equal)."""
+    name, _, span = text.partition("=")
+    lo, _, hi = span.partition("-")
+    if name not in BASE_QUALITIES or not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) <= 100):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=LO-HI with NAME one of {', '.join(BASE_QUALITIES)}"
+                                         " and 0 <= LO <= HI <= 100")
+    return text
+
+
+def base_quality_ranges(specs: list[str]) -> dict[str, tuple[int, int]]:
+    """``BASE_QUALITIES`` with the ``--base-qualities`` overrides (``["jpeg=5-60"]``, checked by the parser)."""
+    ranges = dict(BASE_QUALITIES)
+    for spec in specs:
+        name, span = spec.split("=")
+        lo, hi = span.split("-")
+        ranges[name] = (int(lo), int(hi))
+    return ranges
 
 
 def parse_args() -> argparse.Namespace:
@@ -424,14 +447,15 @@ refiner damaged the files above that it had never seen (JPEG 95: -4.7 dB, LPIPS 
 BASE_VALIDATION_QUALITIES = {"jpeg": (10, 25, 50, 90), "webp": (5, 30, 60, 90), "avif": (5, 30, 55, 90)}
 
 
-def base_decodes(x: torch.Tensor, formats: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def base_decodes(x: torch.Tensor, formats: list[str], ranges: dict[str, tuple[int, int]] = BASE_QUALITIES
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each crop of ``x`` coded by its base codec at a random quality of its range and decoded by Pillow, as a
     receiver of the file decodes it: ``(x_init, quality)``, the UNet's quality input (``BaseCodec.file_quality``)."""
     from rdc_diffusers import BaseCodec
 
     decoded, quality = [], []
     for crop, name in zip(x, formats, strict=True):
-        lo, hi = BASE_QUALITIES[name]
+        lo, hi = ranges[name]
         picture = Image.fromarray((crop * 255).round().byte().permute(1, 2, 0).cpu().numpy())
         data = BaseCodec.encode(picture, name, int(torch.randint(lo, hi + 1, ()).item()))
         decoded.append(BaseCodec.decode(data)[0])
@@ -465,6 +489,7 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
     models, loader, optimizer, ema, noise_scheduler, sampler, critic, step = denoiser_training(args, accelerator,
                                                                                                models, loader)
     val_images = validation_images(args.val_dir).to(accelerator.device)
+    ranges = base_quality_ranges(args.base_qualities)
 
     def make_pipeline(models: torch.nn.ModuleDict) -> RDCRefinerPipeline:
         pipe = RDCRefinerPipeline(codec=models["codec"], unet=models["unet"], scheduler=DDIMScheduler.from_config(
@@ -474,7 +499,7 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
 
     def train_step(x: torch.Tensor) -> dict:
         formats = [args.bases[i] for i in torch.randint(len(args.bases), (x.shape[0],)).tolist()]
-        x_init, quality = base_decodes(x, formats)
+        x_init, quality = base_decodes(x, formats, ranges)
         cond = {"x_init": x_init, "y_hat": models["codec"](x_init), "quality": quality}
         losses = residual_losses(args, models["unet"], noise_scheduler, sampler, x, cond, critic)
         return denoiser_update(accelerator, models, optimizer, ema, losses, critic)

@@ -370,6 +370,23 @@ def test_the_refiner_stage_goes_on_from_a_trained_refiner(codec_run, photos, tmp
         assert all(torch.equal(saved[k], v) for k, v in start.state_dict().items()), name
 
 
+def test_base_qualities_narrow_a_codec_s_training_range_and_bad_ranges_are_refused():
+    """--base-qualities: the refiner can be trained over part of a codec's range (jpeg=5-60, the range before
+    session 27); the crops' files come from that range only, and a malformed range stops the parser."""
+    script = load_script("examples/train_rdc.py")
+    required = ["refiner", "--train-dir", "photos", "--output", "out"]
+    args = script.build_parser().parse_args([*required, "--base-qualities", "jpeg=95-95"])
+    ranges = script.base_quality_ranges(args.base_qualities)
+    assert ranges == script.BASE_QUALITIES | {"jpeg": (95, 95)}
+    x = torch.rand(2, 3, 32, 32)
+    _, fine = script.base_decodes(x, ["jpeg", "jpeg"], ranges)
+    _, coarse = script.base_decodes(x, ["jpeg", "jpeg"], script.base_quality_ranges(["jpeg=5-5"]))
+    assert (fine > coarse).all()  # the quality input follows the files' rate
+    for bad in ("jpg=5-60", "jpeg=60-5", "jpeg=5", "jpeg=5-101"):
+        with pytest.raises(SystemExit):
+            script.build_parser().parse_args([*required, "--base-qualities", bad])
+
+
 def test_the_critic_scores_patches_and_its_losses_train_the_right_side():
     """The adversarial term (--adversarial): the generator's loss reaches the refined image, the critic's does not."""
     torch.manual_seed(0)
