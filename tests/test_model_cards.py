@@ -169,3 +169,13 @@ def test_a_zoomed_run_says_so_and_an_unzoomed_one_does_not(tmp_path):
     rows = {line.split(" | ")[0]: line for line in card.splitlines() if line.startswith("| residual-session")}
     assert "random zoom up to 1.6x" in rows["| residual-session30"]
     assert "zoom" not in rows["| residual-session29"]
+
+
+def test_a_refiner_trained_over_part_of_a_codec_s_range_names_it(tmp_path):
+    (tmp_path / "refiner_args.json").write_text(json.dumps({"stage": "refiner", "bases": ["jpeg", "avif"],
+                                                           "base_qualities": ["jpeg=5-60", "avif=0-65"]}))
+    (tmp_path / "refiner_train_log.jsonl").write_text(json.dumps({"step": 10, "minutes": 1.0}) + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    row = next(line for line in card.splitlines() if line.startswith("| refiner |"))
+    assert "refiner of jpeg / avif decodes" in row and "trained over Pillow qualities jpeg=5-60 avif=0-65" in row

@@ -331,6 +331,8 @@ def _settings(run: str, a: dict, name: str) -> str:
             settings += f", crops at a random zoom up to {a['max_upscale']:g}x"
         if stage == "refiner":
             settings = f"refiner of {' / '.join(a.get('bases', []))} decodes, " + settings
+            if a.get("base_qualities"):
+                settings += f", trained over Pillow qualities {' '.join(a['base_qualities'])}"
     if a.get("mixed_precision", "no") != "no":
         settings += f", {a['mixed_precision']} mixed precision"
     if a.get("init"):
