@@ -127,24 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def base_quality_range(text: str) -> str:
-    """argparse type of ``--base-qualities``: ``jpeg=5-60`` checked and kept as text (so args.json compares equal)."""
+def parse_base_quality(text: str) -> tuple[str, tuple[int, int]]:
+    """``"jpeg=5-60"`` -> ``("jpeg", (5, 60))``; an ``argparse.ArgumentTypeError`` says what is wrong."""
     name, _, span = text.partition("=")
     lo, _, hi = span.partition("-")
     if name not in BASE_QUALITIES or not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) <= 100):
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=LO-HI with NAME one of {', '.join(BASE_QUALITIES)}"
                                          " and 0 <= LO <= HI <= 100")
+    return name, (int(lo), int(hi))
+
+
+def base_quality_range(text: str) -> str:
+    """argparse type of ``--base-qualities``: ``jpeg=5-60`` checked and kept as text (so args.json compares equal)."""
+    parse_base_quality(text)
     return text
 
 
 def base_quality_ranges(specs: list[str]) -> dict[str, tuple[int, int]]:
-    """``BASE_QUALITIES`` with the ``--base-qualities`` overrides (``["jpeg=5-60"]``, checked by the parser)."""
-    ranges = dict(BASE_QUALITIES)
-    for spec in specs:
-        name, span = spec.split("=")
-        lo, hi = span.split("-")
-        ranges[name] = (int(lo), int(hi))
-    return ranges
+    """``BASE_QUALITIES`` with the ``--base-qualities`` overrides (``["jpeg=5-60"]``)."""
+    return BASE_QUALITIES | dict(map(parse_base_quality, specs))
 
 
 def parse_args() -> argparse.Namespace:
