@@ -7,17 +7,17 @@ change of the BD-rate against the plain decode printed per rung (negative = that
 import json
 import sys
 
-from rdc_diffusers.evaluation.bdrate import bd_rate
+sys.path.insert(0, "benchmarks")
+from refiner import comparisons  # noqa: E402  (benchmarks/refiner.py: the table its refiner.md is written from)
+
+from rdc_diffusers.evaluation.bdrate import bd_rate  # noqa: E402
 
 for path in sys.argv[1:]:
-    summary = json.load(open(path))["summary"]
-    for base in ("jpeg", "webp", "avif"):
-        plain, refined = (sorted((v["quality"], v["bpp"], v["lpips"]) for v in summary.values()
-                                 if v["curve"] == f"{base}/{decode}") for decode in ("plain", "refined"))
-        anchor = [(b, lp) for _, b, lp in plain]
-        base_bd = bd_rate(anchor, [(b, lp) for _, b, lp in refined], "lpips")
+    for base, table in comparisons(json.load(open(path))["summary"], ["jpeg", "webp", "avif"]).items():
+        rows = table["points"]
+        anchor = [(r["bpp"], r["lpips_plain"]) for r in rows]
         changes = []
-        for i in range(len(refined)):
-            test = [(b, lp * (0.95 if j == i else 1.0)) for j, (_, b, lp) in enumerate(refined)]
-            changes.append(f"q{refined[i][0]:g} {bd_rate(anchor, test, 'lpips') - base_bd:+.2f}")
-        print(f"{path}: {base} {base_bd:+.2f} %; LPIPS -5 % at " + ", ".join(changes))
+        for i, row in enumerate(rows):
+            test = [(r["bpp"], r["lpips_refined"] * (0.95 if j == i else 1.0)) for j, r in enumerate(rows)]
+            changes.append(f"q{row['quality']:g} {bd_rate(anchor, test, 'lpips') - table['lpips_bd_rate']:+.2f}")
+        print(f"{path}: {base} {table['lpips_bd_rate']:+.2f} %; LPIPS -5 % at " + ", ".join(changes))
