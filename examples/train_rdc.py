@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "refiner stage: the codec whose analysis transform starts the refiner's, or a "
                                         "refiner's own codec folder (with --init its unet: go on from that refiner)")
     parser.add_argument("--bases", nargs="+", default=["jpeg", "webp", "avif"],
-                        help="refiner stage: the standard codecs whose decodes it learns to refine")
+                        help="refiner stage: the standard codecs whose decodes it learns to refine, each drawn as "
+                             "often as it is named (jpeg jpeg webp webp avif: AVIF gets a fifth of the crops)")
     parser.add_argument("--base-qualities", nargs="+", type=base_quality_range, default=[], metavar="NAME=LO-HI",
                         help="refiner stage: the Pillow quality range a base codec is trained over (e.g. jpeg=5-60);"
                              " the others keep BASE_QUALITIES")
@@ -507,7 +508,8 @@ def train_refiner(args: argparse.Namespace, accelerator: Accelerator, log) -> No
 
     def validate() -> dict:
         with ema_weights(ema, accelerator.unwrap_model(models)):
-            return validate_refiner(make_pipeline(accelerator.unwrap_model(models)), val_images, args.bases)
+            return validate_refiner(make_pipeline(accelerator.unwrap_model(models)), val_images,
+                                    list(dict.fromkeys(args.bases)))
 
     log(step, {"residual_scale": unet.config.residual_scale, "params": sum(p.numel() for p in models.parameters())})
     run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)

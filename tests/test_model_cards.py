@@ -179,3 +179,14 @@ def test_a_refiner_trained_over_part_of_a_codec_s_range_names_it(tmp_path):
                        training=training_budget(tmp_path))
     row = next(line for line in card.splitlines() if line.startswith("| refiner |"))
     assert "refiner of jpeg / avif decodes" in row and "trained over Pillow qualities jpeg=5-60 avif=0-65" in row
+
+
+def test_a_refiner_that_drew_one_codec_more_often_says_by_how_much(tmp_path):
+    """--bases jpeg webp jpeg webp avif (session 34): JPEG and WebP each got two fifths of the crops."""
+    (tmp_path / "refiner_args.json").write_text(json.dumps({"stage": "refiner",
+                                                           "bases": ["jpeg", "webp", "jpeg", "webp", "avif"]}))
+    (tmp_path / "refiner_train_log.jsonl").write_text(json.dumps({"step": 10, "minutes": 1.0}) + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    row = next(line for line in card.splitlines() if line.startswith("| refiner |"))
+    assert "refiner of jpeg / webp / avif decodes (drawn 2:2:1)," in row

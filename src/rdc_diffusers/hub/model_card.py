@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -330,7 +331,9 @@ def _settings(run: str, a: dict, name: str) -> str:
         if a.get("max_upscale", 1) > 1:
             settings += f", crops at a random zoom up to {a['max_upscale']:g}x"
         if stage == "refiner":
-            settings = f"refiner of {' / '.join(a.get('bases', []))} decodes, " + settings
+            draws = Counter(a.get("bases", []))  # a codec named n times in --bases gets n shares of the crops
+            share = "" if len(set(draws.values())) < 2 else f" (drawn {':'.join(map(str, draws.values()))})"
+            settings = f"refiner of {' / '.join(draws)} decodes{share}, " + settings
             if a.get("base_qualities"):
                 settings += f", trained over Pillow qualities {' '.join(a['base_qualities'])}"
     if a.get("mixed_precision", "no") != "no":
