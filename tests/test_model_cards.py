@@ -190,3 +190,17 @@ def test_a_refiner_that_drew_one_codec_more_often_says_by_how_much(tmp_path):
                        training=training_budget(tmp_path))
     row = next(line for line in card.splitlines() if line.startswith("| refiner |"))
     assert "refiner of jpeg / webp / avif decodes (drawn 2:2:1)," in row
+
+
+def test_runs_whose_weights_were_averaged_are_named_once(tmp_path):
+    """Session 35 trained two refiners side by side and shipped their mean (examples/average_weights.py)."""
+    for run in ("refiner-a", "refiner-b"):
+        (tmp_path / f"{run}_args.json").write_text(json.dumps({"stage": "refiner", "bases": ["jpeg"]}))
+        (tmp_path / f"{run}_train_log.jsonl").write_text(json.dumps({"step": 10, "minutes": 1.0}) + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    assert "averaged" not in card
+    (tmp_path / "refiner_average.json").write_text(json.dumps({"runs": ["refiner-a", "refiner-b"]}))
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    assert card.count("weights averaged") == 1 and "Runs `refiner-a` and `refiner-b` were trained" in card

@@ -371,6 +371,32 @@ def test_the_refiner_stage_goes_on_from_a_trained_refiner(codec_run, photos, tmp
         assert all(torch.equal(saved[k], v) for k, v in start.state_dict().items()), name
 
 
+def test_refiners_trained_side_by_side_average_into_one(tmp_path):
+    """examples/average_weights.py: every floating-point weight of the result is the runs' mean, the result loads
+    as a refiner, and runs of another architecture or an existing output are refused."""
+    from rdc_diffusers import RDCRefinerPipeline, ResidualUNet
+
+    script = load_script("examples/average_weights.py")
+    runs = [build_tiny_refiner(seed=seed) for seed in (1, 2)]
+    for i, run in enumerate(runs):
+        run.save_pretrained(tmp_path / f"run{i}")
+    script.main([str(tmp_path / "run0"), str(tmp_path / "run1"), "--output", str(tmp_path / "soup")])
+    soup = RDCRefinerPipeline.from_pretrained(tmp_path / "soup")
+    for name in ("codec", "unet"):
+        a, b = (getattr(run, name).state_dict() for run in runs)
+        for key, value in getattr(soup, name).state_dict().items():
+            expected = (a[key] + b[key]) / 2 if value.is_floating_point() else a[key]
+            assert torch.allclose(value, expected), f"{name}.{key}"
+    assert not torch.equal(soup.unet.cond[0].weight, runs[0].unet.cond[0].weight)
+    with pytest.raises(SystemExit, match="exists"):
+        script.main([str(tmp_path / "run0"), str(tmp_path / "run1"), "--output", str(tmp_path / "soup")])
+    wider = build_tiny_refiner(seed=3)
+    wider.unet = ResidualUNet(latent_channels=24, cond_channels=4, block_out_channels=(8, 24), norm_num_groups=4)
+    wider.save_pretrained(tmp_path / "wider")
+    with pytest.raises(SystemExit, match="configs differ"):
+        script.main([str(tmp_path / "run0"), str(tmp_path / "wider"), "--output", str(tmp_path / "mixed")])
+
+
 def test_base_qualities_narrow_a_codec_s_training_range_and_bad_ranges_are_refused():
     """--base-qualities: the refiner can be trained over part of a codec's range (jpeg=5-60, the range before
     session 27); the crops' files come from that range only, and a malformed range stops the parser."""

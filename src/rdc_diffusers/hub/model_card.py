@@ -78,7 +78,8 @@ def training_budget(training_dir: str | Path) -> dict:
     """Minutes and iterations each run added, from ``<run>_train_log.jsonl``, in natural order (phase 2 before 10).
 
     ``<run>`` is the stage (``codec``, ``residual``, ``inter``), or ``<stage>-<tag>`` for an earlier run of a
-    model that was fine-tuned again (e.g. ``codec-0.0018`` before ``codec`` at a new λ). A resumed run restarts
+    model that was fine-tuned again (e.g. ``codec-0.0018`` before ``codec`` at a new λ). A ``*_average.json``
+    (``{"runs": [...]}``) names runs trained side by side whose weights were averaged. A resumed run restarts
     the clock, which splits a log into segments. Steps are global, so a segment is counted from one log interval
     before its first row (its checkpoint, to within an interval) or from a first row without a loss (the residual
     stage logs one at its start step).
@@ -97,6 +98,10 @@ def training_budget(training_dir: str | Path) -> dict:
         args = json.loads(args_file.read_text()) if args_file.exists() else {}
         budget[log.name.split("_")[0]] = {"minutes": round(sum(s[-1]["minutes"] for s in segments)),
                                           "iterations": _iterations(segments), "args": args}
+    for record in sorted(Path(training_dir).glob("*_average.json")):  # runs whose weights were averaged
+        runs = json.loads(record.read_text())["runs"]
+        for run in runs:
+            budget[run]["averaged_with"] = [other for other in runs if other != run]
     return budget
 
 
@@ -290,6 +295,11 @@ def render_card(
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
                   + ". The logs and arguments ship with the model in `training/`.", ""]
+        for run, t in training.items():
+            if t.get("averaged_with") and run < min(t["averaged_with"]):  # one sentence per averaged group
+                runs = " and ".join(f"`{r}`" for r in [run, *t["averaged_with"]])
+                lines += [f"Runs {runs} were trained side by side from the same weights, and their weights "
+                          "averaged (`examples/average_weights.py`).", ""]
     else:
         lines += ["No training logs were saved with this model.", ""]
     lines += [
