@@ -373,7 +373,7 @@ def test_the_refiner_stage_goes_on_from_a_trained_refiner(codec_run, photos, tmp
 
 def test_refiners_trained_side_by_side_average_into_one(tmp_path):
     """examples/average_weights.py: every floating-point weight of the result is the runs' mean, the result loads
-    as a refiner, and runs of another architecture or an existing output are refused."""
+    as a refiner, and runs of another architecture, integer buffers that differ or an existing output are refused."""
     from rdc_diffusers import RDCRefinerPipeline, ResidualUNet
 
     script = load_script("examples/average_weights.py")
@@ -395,6 +395,10 @@ def test_refiners_trained_side_by_side_average_into_one(tmp_path):
     wider.save_pretrained(tmp_path / "wider")
     with pytest.raises(SystemExit, match="configs differ"):
         script.main([str(tmp_path / "run0"), str(tmp_path / "wider"), "--output", str(tmp_path / "mixed")])
+    for count, run in enumerate(runs):  # a counter cannot be averaged: it must agree
+        run.unet.register_buffer("counter", torch.tensor(count))
+    with pytest.raises(SystemExit, match="unet.counter differs"):
+        script.average(runs)
 
 
 def test_base_qualities_narrow_a_codec_s_training_range_and_bad_ranges_are_refused():
