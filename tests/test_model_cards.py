@@ -192,6 +192,16 @@ def test_a_refiner_that_drew_one_codec_more_often_says_by_how_much(tmp_path):
     assert "refiner of jpeg / webp / avif decodes (drawn 2:2:1)," in row
 
 
+def test_each_run_names_its_seed(tmp_path):
+    """Sessions 10-35 continued with --seed 0 and replayed the same crops and noise: the card shows the seed."""
+    (tmp_path / "refiner_args.json").write_text(json.dumps({"stage": "refiner", "bases": ["jpeg"], "seed": 2}))
+    (tmp_path / "refiner_train_log.jsonl").write_text(json.dumps({"step": 10, "minutes": 1.0}) + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    row = next(line for line in card.splitlines() if line.startswith("| refiner |"))
+    assert ", seed 2" in row
+
+
 def test_runs_whose_weights_were_averaged_are_named_once(tmp_path):
     """Session 35 trained two refiners side by side and shipped their mean (examples/average_weights.py)."""
     for run in ("refiner-a", "refiner-b"):

@@ -348,6 +348,8 @@ def _settings(run: str, a: dict, name: str) -> str:
                 settings += f", trained over Pillow qualities {' '.join(a['base_qualities'])}"
     if a.get("mixed_precision", "no") != "no":
         settings += f", {a['mixed_precision']} mixed precision"
+    if a.get("seed") is not None:  # continuations that kept the seed replayed the same crops and noise
+        settings += f", seed {a['seed']}"
     if a.get("init"):
         start = _warm_start(a["init"], name)
         settings += f", warm start from {'this model’s earlier weights' if start == name else start}"
