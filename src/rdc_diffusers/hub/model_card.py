@@ -99,9 +99,9 @@ def training_budget(training_dir: str | Path) -> dict:
         budget[log.name.split("_")[0]] = {"minutes": round(sum(s[-1]["minutes"] for s in segments)),
                                           "iterations": _iterations(segments), "args": args}
     for record in sorted(Path(training_dir).glob("*_average.json")):  # runs whose weights were averaged
-        runs = json.loads(record.read_text())["runs"]
-        for run in runs:
-            budget[run]["averaged_with"] = [other for other in runs if other != run]
+        group = tuple(json.loads(record.read_text())["runs"])
+        for run in group:
+            budget[run]["averaged_group"] = group
     return budget
 
 
@@ -295,11 +295,10 @@ def render_card(
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
                   + ". The logs and arguments ship with the model in `training/`.", ""]
-        for run, t in training.items():
-            if t.get("averaged_with") and run < min(t["averaged_with"]):  # one sentence per averaged group
-                runs = " and ".join(f"`{r}`" for r in [run, *t["averaged_with"]])
-                lines += [f"Runs {runs} were trained side by side from the same weights, and their weights "
-                          "averaged (`examples/average_weights.py`).", ""]
+        for group in dict.fromkeys(t["averaged_group"] for t in training.values() if "averaged_group" in t):
+            runs = " and ".join(f"`{r}`" for r in group)
+            lines += [f"Runs {runs} were trained side by side from the same weights, and their weights "
+                      "averaged (`examples/average_weights.py`).", ""]
     else:
         lines += ["No training logs were saved with this model.", ""]
     lines += [
