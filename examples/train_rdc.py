@@ -397,14 +397,13 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     dataset = ImageFolderDataset(args.train_dir, args.crop_size, repeat=100, max_upscale=args.max_upscale)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     cdc = args.mode == "cdc"
-    # The codec's residuals on the photos as they are: the zoom would make them smaller and change a warm start's units.
-    unzoomed = torch.utils.data.DataLoader(ImageFolderDataset(args.train_dir, args.crop_size, repeat=100),
-                                           batch_size=args.batch_size, shuffle=True, drop_last=True)
-    scale = 2.0 if cdc else residual_scale(codec, unzoomed)  # CDC-style: the image itself, mapped to [-1, 1]
-    if args.init:
+    if args.init:  # keeps its residual_scale: the units its weights were trained in
         unet = warm_start(ResidualUNet, args.init)
-        unet.register_to_config(residual_scale=scale)
     else:
+        # The codec's residuals on the photos as they are (not zoomed: the zoom makes them smaller).
+        unzoomed = torch.utils.data.DataLoader(ImageFolderDataset(args.train_dir, args.crop_size, repeat=100),
+                                               batch_size=args.batch_size, shuffle=True, drop_last=True)
+        scale = 2.0 if cdc else residual_scale(codec, unzoomed)  # CDC-style: the image itself, mapped to [-1, 1]
         unet = ResidualUNet(
             latent_channels=codec.config.M, cond_channels=args.cond_channels,
             block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,
@@ -434,7 +433,7 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
         with ema_weights(ema, accelerator.unwrap_model(unet)):
             return validate_residual(make_pipeline(accelerator.unwrap_model(unet)), val_images)
 
-    log(step, {"residual_scale": scale, "params": sum(p.numel() for p in unet.parameters())})
+    log(step, {"residual_scale": unet.config.residual_scale, "params": sum(p.numel() for p in unet.parameters())})
     run_loop(args, accelerator, loader, optimizer, step, train_step, validate, log)
     if accelerator.is_main_process:
         unet = accelerator.unwrap_model(unet)

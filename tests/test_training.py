@@ -115,15 +115,20 @@ def test_the_second_stage_saves_a_pipeline_that_decodes(mode, codec_run, photos,
         assert pipe.decompress(data, output_type="np").images.shape == (1, 64, 64, 3)
 
 
-def test_the_residual_scale_is_measured_on_unzoomed_crops(codec_run, photos, tmp_path):
-    """Zoomed crops are smoother: measured on them, a warm start's residual_scale would change its units."""
-    first = train("residual", "--codec", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos),
-                  "--output", str(tmp_path / "first"), "--block-out-channels", "8", "16", "--cond-channels", "4")
-    train("residual", "--codec", str(codec_run), "--init", str(tmp_path / "first" / "pipeline" / "unet"),
-          "--train-dir", str(photos), "--val-dir", str(photos), "--output", str(tmp_path / "zoomed"),
-          "--max-upscale", "1.6")
-    scale = load_pipeline(tmp_path / "zoomed" / "pipeline").unet.config.residual_scale
-    assert scale == pytest.approx(first[0]["residual_scale"])
+def test_the_residual_scale_is_measured_on_unzoomed_crops_and_kept_by_a_warm_start(codec_run, photos, tmp_path):
+    """Zoomed crops are smoother, and another seed draws other crops: a warm start that measured the scale again
+    would change the units its weights were trained in (and two runs to be averaged would disagree)."""
+    common = ("--codec", str(codec_run), "--train-dir", str(photos), "--val-dir", str(photos))
+    tiny = ("--block-out-channels", "8", "16", "--cond-channels", "4")
+    first = train("residual", *common, "--output", str(tmp_path / "first"), *tiny)
+    zoomed = train("residual", *common, "--output", str(tmp_path / "zoomed"), *tiny, "--max-upscale", "1.6")
+    assert zoomed[0]["residual_scale"] == pytest.approx(first[0]["residual_scale"])
+    unet = tmp_path / "first" / "pipeline" / "unet"
+    config = json.loads((unet / "config.json").read_text())  # a scale the photos would not measure
+    (unet / "config.json").write_text(json.dumps(config | {"residual_scale": 7.5}))
+    train("residual", *common, "--init", str(unet), "--output", str(tmp_path / "warm"), "--max-upscale", "1.6",
+          "--seed", "1")
+    assert load_pipeline(tmp_path / "warm" / "pipeline").unet.config.residual_scale == 7.5
 
 
 def test_crops_at_a_random_zoom_are_upscaled_patches(photos):
