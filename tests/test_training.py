@@ -406,6 +406,30 @@ def test_refiners_trained_side_by_side_average_into_one(tmp_path):
         script.average(runs)
 
 
+def test_image_pipelines_average_their_unets_and_keep_the_frozen_codec_exactly(tmp_path):
+    """The residual stage's runs share the frozen codec: the soup keeps it bit for bit (files written with it still
+    decode; a mean of equal tensors need not be exact), averages the UNets, and a refiner is not mixed in."""
+    from rdc_diffusers import RDCPipeline
+
+    script = load_script("examples/average_weights.py")
+    runs = [build_tiny_pipeline(seed=0) for _ in range(3)]
+    for seed, run in enumerate(runs):
+        torch.manual_seed(seed + 1)
+        for weight in run.unet.parameters():
+            weight.data += 0.1 * torch.randn_like(weight)
+        run.save_pretrained(tmp_path / f"run{seed}")
+    script.main([*(str(tmp_path / f"run{i}") for i in range(3)), "--output", str(tmp_path / "soup")])
+    soup = RDCPipeline.from_pretrained(tmp_path / "soup")
+    assert soup.codec.fingerprint() == runs[0].codec.fingerprint()
+    assert all(torch.equal(v, runs[0].codec.state_dict()[k]) for k, v in soup.codec.state_dict().items())
+    states = [run.unet.state_dict() for run in runs]
+    for key, value in soup.unet.state_dict().items():
+        torch.testing.assert_close(value, sum(s[key] for s in states) / 3)
+    build_tiny_refiner().save_pretrained(tmp_path / "refiner")
+    with pytest.raises(SystemExit, match="different classes"):
+        script.main([str(tmp_path / "run0"), str(tmp_path / "refiner"), "--output", str(tmp_path / "mixed")])
+
+
 def test_base_qualities_narrow_a_codec_s_training_range_and_bad_ranges_are_refused():
     """--base-qualities: the refiner can be trained over part of a codec's range (jpeg=5-60, the range before
     session 27); the crops' files come from that range only, and a malformed range stops the parser."""
