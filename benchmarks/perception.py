@@ -2,19 +2,22 @@
 the step count, at several qualities.
 
     python benchmarks/perception.py [--model rdc-bsds] [--data ../shared/data/kodak] [--limit N]
-        [--qualities 25 50 75] [--strengths 0 0.25 0.5 0.75 1] [--steps 1] [--eta 0] [--seed 0] [--no-fid]
+        [--qualities 25 50 75] [--strengths 0 0.25 0.5 0.75 1] [--steps 1] [--eta 0] [--seed 0 [1 ...]] [--no-fid]
         [--out benchmarks/results/perception]
 
-Each image is compressed once per quality; the same bytes are decoded once per (steps, strength) pair with the
-model's own scheduler (``pipe.decompress(data, num_inference_steps=n, strength=s)``), so the points differ only
-in the decode. Strength 0 is the fast decode. Writes ``perception.json`` / ``.csv`` (every record and the
-per-point means, FID/KID over all patches of a point), ``perception.md`` (the tables) and ``perception.png`` (the
-curves) into ``--out``.
+Each image is compressed once per quality and seed; the same bytes are decoded once per (steps, strength) pair with
+the model's own scheduler (``pipe.decompress(data, num_inference_steps=n, strength=s)``), so the points differ only
+in the decode. Strength 0 is the fast decode. With several seeds a point is the mean of its per-seed means (FID/KID
+each over one seed's patches) and its ``<metric>_sd`` the standard deviation across seeds: how far the sampling
+noise alone moves it, so that two points closer than that are not told apart. Writes ``perception.json`` / ``.csv``
+(every record and the per-point means; the JSON also ``per_seed``), ``perception.md`` (the tables) and
+``perception.png`` (the curves) into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="default: the model's default steps")
     parser.add_argument("--eta", type=float, default=0.0,
                         help="DDIM's eta for every refined decode (0: deterministic steps, 1: DDPM-like fresh noise)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="the refinement seed written into every file: rerun with others to see how far the "
-                             "sampling noise alone moves a point")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="the refinement seed written into every file; several: each point is the mean over "
+                             "them, with its spread across seeds")
     parser.add_argument("--no-fid", dest="fid", action="store_false", help="skip patch FID/KID (the slowest part)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -62,18 +65,44 @@ def decode_configs(steps: list[int], strengths: list[float], eta: float = 0.0) -
     return configs
 
 
+SPREAD_METRICS = ("psnr", "lpips", "fid", "kid")
+
+
+def over_seeds(per_seed: list[dict]) -> dict:
+    """Each point's entry of the first seed's summary with its metrics averaged over the seeds' summaries; with
+    several seeds also ``<metric>_sd``, their standard deviation across seeds."""
+    summary = {}
+    for key, entry in per_seed[0].items():
+        summary[key] = dict(entry)
+        for metric in (m for m in SPREAD_METRICS if m in entry):
+            values = [seed_summary[key][metric] for seed_summary in per_seed]
+            summary[key][metric] = statistics.fmean(values)
+            if len(values) > 1:
+                summary[key][f"{metric}_sd"] = statistics.stdev(values)
+    return summary
+
+
+def cell(entry: dict, metric: str, digits: int) -> str:
+    """``mean`` or, measured over several seeds, ``mean ± sd``."""
+    text = f"{entry[metric]:.{digits}f}"
+    return text + (f" ± {entry[f'{metric}_sd']:.{digits}f}" if f"{metric}_sd" in entry else "")
+
+
 def markdown(summary: dict, info: dict, fid: bool) -> str:
-    """One table per quality: the decode, its steps and strength, and the means."""
+    """One table per quality: the decode, its steps and strength, and the means (± their spread over seeds)."""
+    seeds = info["seeds"]
+    spread = (f"; means over seeds {', '.join(map(str, seeds))}, ± their standard deviation across seeds"
+              if len(seeds) > 1 else f"; seed {seeds[0]}")
     lines = [f"# Distortion-perception curve of `{info['model']}`", "",
-             f"{info['images']} images of `{info['data']}`; command: `{info['command']}`.", ""]
+             f"{info['images']} images of `{info['data']}`{spread}; command: `{info['command']}`.", ""]
     columns = ["decode", "steps", "strength", "bpp", "psnr", "lpips"] + (["fid", "kid"] if fid else [])
     for quality in info["qualities"]:
         entries = [e for e in summary.values() if e["quality"] == quality]
         lines += [f"## quality {quality:g} ({entries[0]['bpp']:.3f} bpp)", "",
                   "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for e in entries:
-            cells = [e["decode"], f"{round(e['steps'])}", f"{e['strength']:g}", f"{e['bpp']:.4f}", f"{e['psnr']:.2f}",
-                     f"{e['lpips']:.4f}"] + ([f"{e['fid']:.2f}", f"{e['kid']:.4f}"] if fid else [])
+            cells = [e["decode"], f"{round(e['steps'])}", f"{e['strength']:g}", f"{e['bpp']:.4f}",
+                     cell(e, "psnr", 2), cell(e, "lpips", 4)] + ([cell(e, "fid", 2), cell(e, "kid", 4)] if fid else [])
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -118,12 +147,17 @@ def main(argv: list[str] | None = None) -> None:
     pipe.set_progress_bar_config(disable=True)
     steps = args.steps or [pipe.config.default_num_inference_steps]
     paths = list_images(args.data)[: args.limit]
-    records = evaluate_pipeline(pipe, paths, decodes=decode_configs(steps, args.strengths, args.eta),
-                                quality=args.qualities, seed=args.seed, fid=args.fid, progress=True)
-    summary = summarize(records, fid=args.fid)
+    records, per_seed = [], {}
+    for seed in args.seed:
+        seed_records = evaluate_pipeline(pipe, paths, decodes=decode_configs(steps, args.strengths, args.eta),
+                                         quality=args.qualities, seed=seed, fid=args.fid, progress=True)
+        records += [r | {"seed": seed} for r in seed_records]
+        per_seed[str(seed)] = summarize(seed_records, fid=args.fid)
+    summary = over_seeds(list(per_seed.values()))
     info = machine_info() | {"model": args.model, "data": str(args.data), "images": len(paths),
-                             "qualities": args.qualities, "seed": args.seed, "command": " ".join(["python", *sys.argv])}
-    save_results(args.out / "perception.json", records, summary, info)
+                             "qualities": args.qualities, "seeds": args.seed,
+                             "command": " ".join(["python", *sys.argv])}
+    save_results(args.out / "perception.json", records, summary, info, per_seed=per_seed)
     (args.out / "perception.md").write_text(markdown(summary, info, args.fid))
     plot(summary, args.qualities, args.out / "perception.png", args.fid)
     print(markdown(summary, info, args.fid))

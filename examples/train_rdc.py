@@ -400,10 +400,12 @@ def train_residual(args: argparse.Namespace, accelerator: Accelerator, log) -> N
     if args.init:  # keeps its residual_scale: the units its weights were trained in
         unet = warm_start(ResidualUNet, args.init)
     else:
-        # The codec's residuals on the photos as they are (not zoomed: the zoom makes them smaller).
-        unzoomed = torch.utils.data.DataLoader(ImageFolderDataset(args.train_dir, args.crop_size, repeat=100),
-                                               batch_size=args.batch_size, shuffle=True, drop_last=True)
-        scale = 2.0 if cdc else residual_scale(codec, unzoomed)  # CDC-style: the image itself, mapped to [-1, 1]
+        if cdc:  # CDC-style: the image itself, mapped to [-1, 1]
+            scale = 2.0
+        else:  # the codec's residuals on the photos as they are (not zoomed: the zoom makes them smaller)
+            unzoomed = torch.utils.data.DataLoader(ImageFolderDataset(args.train_dir, args.crop_size, repeat=100),
+                                                   batch_size=args.batch_size, shuffle=True, drop_last=True)
+            scale = residual_scale(codec, unzoomed)
         unet = ResidualUNet(
             latent_channels=codec.config.M, cond_channels=args.cond_channels,
             block_out_channels=tuple(args.block_out_channels), prediction_type=args.prediction_type,

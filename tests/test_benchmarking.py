@@ -496,10 +496,28 @@ def test_perception_benchmark_seed_moves_only_the_refined_decode(image_folder, t
                          "1", "--qualities", "50", "--strengths", "0", "1", "--steps", "1", "--no-fid",
                          "--threads", "1", "--seed", str(seed)])
         result = json.loads((out / "perception.json").read_text())
-        assert result["info"]["seed"] == seed
+        assert result["info"]["seeds"] == [seed]
         runs[seed] = {e["decode"]: e for e in result["summary"].values()}
     assert runs[0]["fast"]["psnr"] == runs[7]["fast"]["psnr"] and runs[0]["fast"]["bpp"] == runs[7]["fast"]["bpp"]
     assert runs[0]["1step-s1"]["psnr"] != runs[7]["1step-s1"]["psnr"]
+    assert "1step-s1_sd" not in runs[0] and "seed 7;" in (tmp_path / "seed7" / "perception.md").read_text()
+
+    # Both seeds in one run: each point is the mean of the two runs' points, with their spread.
+    out = tmp_path / "both"
+    perception.main(["--model", str(tiny_model_dir), "--data", str(image_folder), "--out", str(out), "--limit", "1",
+                     "--qualities", "50", "--strengths", "0", "1", "--steps", "1", "--no-fid", "--threads", "1",
+                     "--seed", "0", "7"])
+    result = json.loads((out / "perception.json").read_text())
+    assert result["info"]["seeds"] == [0, 7] and set(result["per_seed"]) == {"0", "7"}
+    assert {r["seed"] for r in result["records"]} == {0, 7}
+    both = {e["decode"]: e for e in result["summary"].values()}
+    for metric in ("psnr", "lpips"):
+        values = [runs[seed]["1step-s1"][metric] for seed in (0, 7)]
+        assert both["1step-s1"][metric] == pytest.approx(sum(values) / 2)
+        assert both["1step-s1"][f"{metric}_sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+        assert both["fast"][f"{metric}_sd"] == 0  # the fast decode draws no noise
+    sd = both["1step-s1"]["lpips_sd"]
+    assert f"{both['1step-s1']['lpips']:.4f} ± {sd:.4f}" in (out / "perception.md").read_text()
 
 
 def test_refiner_benchmark_scores_the_given_qualities_of_each_base(image_folder, tmp_path):
