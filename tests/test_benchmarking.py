@@ -500,7 +500,7 @@ def test_perception_benchmark_seed_moves_only_the_refined_decode(image_folder, t
         runs[seed] = {e["decode"]: e for e in result["summary"].values()}
     assert runs[0]["fast"]["psnr"] == runs[7]["fast"]["psnr"] and runs[0]["fast"]["bpp"] == runs[7]["fast"]["bpp"]
     assert runs[0]["1step-s1"]["psnr"] != runs[7]["1step-s1"]["psnr"]
-    assert "1step-s1_sd" not in runs[0] and "seed 7;" in (tmp_path / "seed7" / "perception.md").read_text()
+    assert "lpips_sd" not in runs[0]["1step-s1"] and "seed 7;" in (tmp_path / "seed7" / "perception.md").read_text()
 
     # Both seeds in one run: each point is the mean of the two runs' points, with their spread.
     out = tmp_path / "both"
