@@ -147,10 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     pipe.set_progress_bar_config(disable=True)
     steps = args.steps or [pipe.config.default_num_inference_steps]
     paths = list_images(args.data)[: args.limit]
+    decodes = decode_configs(steps, args.strengths, args.eta)
     records, per_seed = [], {}
     for seed in args.seed:
-        seed_records = evaluate_pipeline(pipe, paths, decodes=decode_configs(steps, args.strengths, args.eta),
-                                         quality=args.qualities, seed=seed, fid=args.fid, progress=True)
+        seed_records = evaluate_pipeline(pipe, paths, decodes=decodes, quality=args.qualities, seed=seed, fid=args.fid,
+                                         progress=True)
         records += [r | {"seed": seed} for r in seed_records]
         per_seed[str(seed)] = summarize(seed_records, fid=args.fid)
     summary = over_seeds(list(per_seed.values()))
