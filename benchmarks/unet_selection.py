@@ -7,7 +7,8 @@
 The default photos are BSDS test images 25-48 in name order: the BSDS-24 table uses the first 24 and the training
 script's validation crops the first 4, so a choice made here does not bias Kodak, BSDS-24 or CLIC. Each photo is
 encoded once per quality with the model's codec (the UNets share it, so bpp is the same for all); each UNet then
-decodes every file with the file's default refinement. The first UNet is the reference: the others get an LPIPS
+decodes every file with the file's default refinement (scored as decoded, before rounding to 8 bits: a
+comparison, not a table to set beside the anchors). The first UNet is the reference: the others get an LPIPS
 BD-rate against it and the count of qualities where their mean LPIPS is lower. Writes ``selection.json`` and
 ``selection.md``.
 """
