@@ -569,6 +569,26 @@ def test_scheduler_benchmark_measures_supported_and_refused_and_restores_the_pip
         fresh_pipeline.scheduler = schedulers.refused_scheduler("HeunDiscreteScheduler", config)
 
 
+def test_unet_selection_scores_each_unet_on_the_same_files(image_folder, tiny_model_dir, other_model_dir, tmp_path):
+    """The UNets share the codec (the same bytes for all); the first is the reference of the BD-rates."""
+    out = tmp_path / "selection"
+    load_script("benchmarks/unet_selection.py").main([
+        "--unets", f"ref={tiny_model_dir / 'unet'}", f"same={tiny_model_dir / 'unet'}",
+        f"other={other_model_dir / 'unet'}", "--model", str(tiny_model_dir), "--data", str(image_folder),
+        "--skip", "0", "--limit", "2", "--qualities", "30", "80", "--threads", "1", "--out", str(out)])
+    result = json.loads((out / "selection.json").read_text())
+    assert len(result["records"]) == 3 * 2 * 2 and (out / "selection.csv").exists()
+    points = {(e["method"], e["quality"]): e for e in result["summary"].values()}
+    for q in (30, 80):
+        ref, same, other = (points[label, q] for label in ("ref", "same", "other"))
+        assert ref["bpp"] == same["bpp"] == other["bpp"] and ref["decode"] == "refined"
+        assert (ref["lpips"], ref["psnr"]) == (same["lpips"], same["psnr"]) and ref["psnr"] != other["psnr"]
+    comparison = result["comparison"]
+    assert comparison["same"] == {"bdrate_lpips": 0.0, "lpips_lower_at": 0, "psnr_delta_db": [0.0, 0.0]}
+    assert comparison["other"]["psnr_delta_db"] != [0.0, 0.0]
+    assert f"| other | `{other_model_dir / 'unet'}` |" in (out / "selection.md").read_text()
+
+
 def test_training_runs_compares_validation_curves_and_a_single_rate_point(tmp_path):
     compare_runs = load_script("benchmarks/training_runs.py")
 
