@@ -2,7 +2,7 @@
 
     python benchmarks/unet_selection.py --unets LABEL=UNET_FOLDER [LABEL=... ...] [--model rdc-bsds]
         [--data ../shared/data/bsds_test] [--skip 24] [--limit 24] [--qualities 0 25 50 75 100]
-        [--out benchmarks/results/unet_selection]
+        --out benchmarks/results/unet_selection/sessionNN
 
 The default photos are BSDS test images 25-48 in name order: the BSDS-24 table uses the first 24 and the training
 script's validation crops the first 4, so a choice made here does not bias Kodak, BSDS-24 or CLIC. Each UNet in
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--qualities", type=float, nargs="+", default=[0, 25, 50, 75, 100])
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/unet_selection"))
+    parser.add_argument("--out", type=Path, required=True, help="one folder per choice, e.g. "
+                        "benchmarks/results/unet_selection/session48")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
