@@ -198,6 +198,10 @@ def test_metric_at_rate_interpolates_in_log_rate_and_never_extrapolates():
     assert math.isnan(metric_at_rate(CURVE[:1], 0.1))
     # a mean rate summed in another order lands an ulp off the curve's end: still the end's value
     assert metric_at_rate(CURVE, CURVE[-1][0] * (1 + 1e-15)) == CURVE[-1][1]
+    # as do the same files coded a few bytes apart on another CPU (Kodak at quality 100: 3e-6 of the rate)
+    assert metric_at_rate(CURVE, CURVE[-1][0] * (1 + 3e-6)) == CURVE[-1][1]
+    assert metric_at_rate(CURVE, CURVE[0][0] * (1 - 3e-6)) == CURVE[0][1]
+    assert math.isnan(metric_at_rate(CURVE, CURVE[-1][0] * 1.001))
 
 
 def test_compare_to_baseline_counts_float_noise_as_equal(tmp_path):

@@ -103,8 +103,10 @@ def metric_at_rate(curve: Sequence[tuple[float, float]], bpp: float) -> float:
     rates = sorted(by_rate)
     if len(rates) < 2 or not math.isfinite(bpp):
         return math.nan
-    # an end's rate re-averaged over the same images in another order may come back an ulp outside the curve
-    bpp = next((end for end in (rates[0], rates[-1]) if math.isclose(bpp, end, rel_tol=1e-9)), bpp)
+    # an end's rate re-averaged over the same images in another order may come back an ulp outside the curve, and the
+    # same codec on another CPU can code an image a few bytes apart (its entropy parameters come from float maths):
+    # within 0.01 % of an end is that end
+    bpp = next((end for end in (rates[0], rates[-1]) if math.isclose(bpp, end, rel_tol=1e-4)), bpp)
     if not rates[0] <= bpp <= rates[-1]:
         return math.nan
     return float(np.interp(math.log(bpp), np.log(rates), [by_rate[r] for r in rates]))
