@@ -23,7 +23,13 @@ from safetensors.torch import load_file, save_file
 
 from rdc_diffusers import RDCCodec, RDCInterCodec, RDCVideoPipeline
 from rdc_diffusers.bitstream.rdc import decode_file
-from rdc_diffusers.training import ImageFolderDataset, PatchDiscriminator, adversarial_losses, rate_distortion_loss
+from rdc_diffusers.training import (
+    ImageFolderDataset,
+    PatchDiscriminator,
+    adversarial_losses,
+    energy_score,
+    rate_distortion_loss,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_rdc.py"
 TINY = ["--crop-size", "64", "--batch-size", "2", "--iterations", "2", "--log-every", "1", "--val-every", "100"]
@@ -191,7 +197,7 @@ def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
     pipe.unet.forward = lambda r_t, t, **kw: calls.append((r_t.clone(), t.clone())) or forward(r_t, t, **kw)
     noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=pipe.unet.config.prediction_type)
     sampler = DDIMScheduler.from_config(noise_scheduler.config)
-    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[steps], rho=0.0)
+    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[steps], rho=0.0, energy_score=0.0)
     for seed in range(10):  # with the default 1-8 step mix, k = 0 ten times running has odds of 1 in 2,000
         calls.clear()
         torch.manual_seed(seed)
@@ -204,6 +210,49 @@ def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
         if steps == 1:
             assert k == 0 and torch.equal(calls[0][0], noise)
 
+
+
+def test_the_energy_score_prefers_samples_to_their_mean():
+    """MSE scores the mean of a distribution better than samples of it (why an MSE-trained residual is shrunk); the
+    energy score scores the samples better, at its expected values, and its gradient stays finite where the two
+    samples coincide (the mean a warm-started UNet begins from)."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)  # the truth, drawn from N(0, 1) per pixel
+    a, b = torch.randn_like(x), torch.randn_like(x)  # two samples of the same distribution
+    mean = torch.zeros_like(x, requires_grad=True)
+    assert torch.nn.functional.mse_loss(mean, x) < torch.nn.functional.mse_loss(a, x)
+    assert energy_score(a, b, x).item() == pytest.approx(math.sqrt(2) / 2, abs=0.02)  # √2 − √2 / 2
+    at_mean = energy_score(mean, mean, x)
+    assert at_mean.item() == pytest.approx(1.0, abs=0.02) and at_mean > energy_score(a, b, x)
+    (grad,) = torch.autograd.grad(at_mean, mean)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_the_energy_score_loss_draws_two_samples_per_crop():
+    """--energy-score: the UNet runs on each crop twice, from independent noise, and the loss replaces MSE."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
+
+    script = load_script("examples/train_rdc.py")
+    pipe = build_tiny_pipeline()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        coded = pipe.codec(x, 50.0)
+    cond = {"x_init": coded["x_init"].clamp(0, 1), "y_hat": coded["y_hat"], "quality": torch.tensor([50.0, 50.0])}
+    seen = []
+    forward = pipe.unet.forward
+    pipe.unet.forward = lambda r_t, t, **kw: seen.append(r_t) or forward(r_t, t, **kw)
+    noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=pipe.unet.config.prediction_type)
+    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[1], rho=0.5, energy_score=0.25)
+    losses = script.residual_losses(args, pipe.unet, noise_scheduler, DDIMScheduler.from_config(noise_scheduler.config),
+                                    x, cond)
+    (r_t,) = seen
+    assert r_t.shape[0] == 4 and not torch.allclose(r_t[:2], r_t[2:])  # two noises per crop
+    assert losses["loss"].item() == pytest.approx(0.25 * losses["energy"].item() + 0.5 * losses["lpips"].item())
+    assert losses["spread"] > 0
+    losses["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in pipe.unet.parameters() if p.grad is not None)
 
 def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, tmp_path):
     """--init from a codec saved before the rate gains existed (the retired single-rate models): its transforms
