@@ -178,15 +178,13 @@ def test_the_residual_stage_trains_on_the_pipelines_own_sampling_trajectory():
     assert not torch.allclose(seen[1], seen[0]) and not torch.allclose(seen[2], seen[1])  # the model did move r_t
 
 
-@pytest.mark.parametrize("steps", [1, 4])
-def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
-    """--few-step-fraction 1 --sampler-steps 1 (how the refiner, decoded in one step, trains since session 24):
-    every batch is the 1-step sampler's own state, pure noise at its one timestep, and no trajectory is run."""
+def residual_loss_inputs():
+    """What ``residual_losses`` takes, for a tiny pipeline and two crops at quality 50: ``(script, unet, x, cond,
+    noise_scheduler, sampler, calls)``, ``calls`` collecting the UNet's ``(r_t, t)``."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
 
-    script = load_script("examples/train_rdc.py")
     pipe = build_tiny_pipeline()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -196,14 +194,22 @@ def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
     forward = pipe.unet.forward
     pipe.unet.forward = lambda r_t, t, **kw: calls.append((r_t.clone(), t.clone())) or forward(r_t, t, **kw)
     noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=pipe.unet.config.prediction_type)
-    sampler = DDIMScheduler.from_config(noise_scheduler.config)
+    return (load_script("examples/train_rdc.py"), pipe.unet, x, cond, noise_scheduler,
+            DDIMScheduler.from_config(noise_scheduler.config), calls)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
+    """--few-step-fraction 1 --sampler-steps 1 (how the refiner, decoded in one step, trains since session 24):
+    every batch is the 1-step sampler's own state, pure noise at its one timestep, and no trajectory is run."""
+    script, unet, x, cond, noise_scheduler, sampler, calls = residual_loss_inputs()
     args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[steps], rho=0.0, energy_score=0.0)
     for seed in range(10):  # with the default 1-8 step mix, k = 0 ten times running has odds of 1 in 2,000
         calls.clear()
         torch.manual_seed(seed)
         noise = torch.randn_like(x)
         torch.manual_seed(seed)
-        script.residual_losses(args, pipe.unet, noise_scheduler, sampler, x, cond)
+        script.residual_losses(args, unet, noise_scheduler, sampler, x, cond)
         sampler.set_timesteps(steps)
         k = len(calls) - 1  # the sampler's steps the model ran before the trained one
         assert calls[-1][1].tolist() == [sampler.timesteps[k].item()] * 2
@@ -230,29 +236,15 @@ def test_the_energy_score_prefers_samples_to_their_mean():
 
 def test_the_energy_score_loss_draws_two_samples_per_crop():
     """--energy-score: the UNet runs on each crop twice, from independent noise, and the loss replaces MSE."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    from rdc_diffusers.pipelines.pipeline_rdc import DEFAULT_SCHEDULER_CONFIG
-
-    script = load_script("examples/train_rdc.py")
-    pipe = build_tiny_pipeline()
-    x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        coded = pipe.codec(x, 50.0)
-    cond = {"x_init": coded["x_init"].clamp(0, 1), "y_hat": coded["y_hat"], "quality": torch.tensor([50.0, 50.0])}
-    seen = []
-    forward = pipe.unet.forward
-    pipe.unet.forward = lambda r_t, t, **kw: seen.append(r_t) or forward(r_t, t, **kw)
-    noise_scheduler = DDPMScheduler(**DEFAULT_SCHEDULER_CONFIG, prediction_type=pipe.unet.config.prediction_type)
+    script, unet, x, cond, noise_scheduler, sampler, calls = residual_loss_inputs()
     args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[1], rho=0.5, energy_score=0.25)
-    losses = script.residual_losses(args, pipe.unet, noise_scheduler, DDIMScheduler.from_config(noise_scheduler.config),
-                                    x, cond)
-    (r_t,) = seen
+    losses = script.residual_losses(args, unet, noise_scheduler, sampler, x, cond)
+    ((r_t, _),) = calls
     assert r_t.shape[0] == 4 and not torch.allclose(r_t[:2], r_t[2:])  # two noises per crop
     assert losses["loss"].item() == pytest.approx(0.25 * losses["energy"].item() + 0.5 * losses["lpips"].item())
     assert losses["spread"] > 0
     losses["loss"].backward()
-    assert all(torch.isfinite(p.grad).all() for p in pipe.unet.parameters() if p.grad is not None)
+    assert all(torch.isfinite(p.grad).all() for p in unet.parameters() if p.grad is not None)
 
 def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, tmp_path):
     """--init from a codec saved before the rate gains existed (the retired single-rate models): its transforms
