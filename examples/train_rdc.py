@@ -46,6 +46,7 @@ from rdc_diffusers.training import (
     adversarial_losses,
     energy_score,
     list_images,
+    lpips_distance,
     psnr,
     rate_distortion_loss,
     warm_start,
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="residual and refiner stages: replace the MSE term by this weight times the energy "
                              "score of two samples per crop (rdc_diffusers.training.energy_score: the loss of a "
                              "sampler, not of a mean; each iteration runs the UNet on both); 0: MSE")
+    parser.add_argument("--lpips-energy", action="store_true",
+                        help="residual and refiner stages: replace the rho * LPIPS term by rho times the energy score "
+                             "in LPIPS's feature space (distance sqrt(LPIPS)) of two samples per crop")
     parser.add_argument("--adversarial", type=float, default=0.0,
                         help="residual and refiner stages: weight of a non-saturating GAN term from a conditional "
                              "PatchGAN critic (rdc_diffusers.training.PatchDiscriminator, trained alongside at 4x "
@@ -603,7 +607,8 @@ def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x:
     Half of the batches (``--few-step-fraction``) start where a 1-8 step DDIM sampler really is, after the model's
     own earlier steps (``sampler_state``); the others at a uniform timestep of a noised true residual. The loss is
     taken on the predicted image x̂0 = base(x_init) + r̂0: MSE of [-1, 1] images + ρ·LPIPS (CDC's x0 variant), or
-    with ``--energy-score`` that weight times the energy score of two samples per crop in place of the MSE,
+    with ``--energy-score`` that weight times the energy score of two samples per crop in place of the MSE (with
+    ``--lpips-energy`` the energy score in LPIPS's feature space in place of the LPIPS term),
     with a ``critic`` + ``--adversarial``·its non-saturating generator loss (and ``"critic"``: the critic's own loss).
     """
     from accelerate.utils import extract_model_from_parallel
@@ -612,7 +617,8 @@ def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x:
 
     model = extract_model_from_parallel(unet)
     scale = model.config.residual_scale
-    if args.energy_score:  # two samples of each crop, each from its own noise
+    two_samples = args.energy_score or args.lpips_energy
+    if two_samples:  # two samples of each crop, each from its own noise
         x, cond = torch.cat([x, x]), {k: torch.cat([v, v]) for k, v in cond.items()}
     base = model.base(cond["x_init"])
     noise = torch.randn_like(x)
@@ -625,12 +631,18 @@ def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x:
     pred = unet(r_t, t, **cond).sample
     x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
     mse = image_mse(x0, x)
-    perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
-    losses = {"loss": mse + args.rho * perceptual, "mse": mse, "lpips": perceptual}
-    if args.energy_score:
+    if args.lpips_energy:
+        a, b = x0.clamp(0, 1).chunk(2)
+        perceptual = energy_score(a, b, x[: len(a)], lpips_distance)
+    else:
+        perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
+    losses = {"loss": mse + args.rho * perceptual, "mse": mse}
+    losses["lpips_energy" if args.lpips_energy else "lpips"] = perceptual
+    if two_samples:
         a, b = (2 * x0).chunk(2)
-        losses["energy"] = energy_score(a, b, 2 * x[: len(a)])
         losses["spread"] = (a - b).detach().pow(2).mean().sqrt()  # RMS between the two samples: 0 for a mean
+    if args.energy_score:
+        losses["energy"] = energy_score(a, b, 2 * x[: len(a)])
         losses["loss"] = args.energy_score * losses["energy"] + args.rho * perceptual
     if critic is not None:
         losses["adversarial"], losses["critic"] = adversarial_losses(critic.model, x, x0.clamp(0, 1), cond["x_init"])

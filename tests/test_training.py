@@ -28,6 +28,7 @@ from rdc_diffusers.training import (
     PatchDiscriminator,
     adversarial_losses,
     energy_score,
+    lpips_distance,
     rate_distortion_loss,
 )
 
@@ -203,7 +204,8 @@ def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
     """--few-step-fraction 1 --sampler-steps 1 (how the refiner, decoded in one step, trains since session 24):
     every batch is the 1-step sampler's own state, pure noise at its one timestep, and no trajectory is run."""
     script, unet, x, cond, noise_scheduler, sampler, calls = residual_loss_inputs()
-    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[steps], rho=0.0, energy_score=0.0)
+    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[steps], rho=0.0, energy_score=0.0,
+                              lpips_energy=False)
     for seed in range(10):  # with the default 1-8 step mix, k = 0 ten times running has odds of 1 in 2,000
         calls.clear()
         torch.manual_seed(seed)
@@ -237,7 +239,8 @@ def test_the_energy_score_prefers_samples_to_their_mean():
 def test_the_energy_score_loss_draws_two_samples_per_crop():
     """--energy-score: the UNet runs on each crop twice, from independent noise, and the loss replaces MSE."""
     script, unet, x, cond, noise_scheduler, sampler, calls = residual_loss_inputs()
-    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[1], rho=0.5, energy_score=0.25)
+    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[1], rho=0.5, energy_score=0.25,
+                              lpips_energy=False)
     losses = script.residual_losses(args, unet, noise_scheduler, sampler, x, cond)
     ((r_t, _),) = calls
     assert r_t.shape[0] == 4 and not torch.allclose(r_t[:2], r_t[2:])  # two noises per crop
@@ -245,6 +248,23 @@ def test_the_energy_score_loss_draws_two_samples_per_crop():
     assert losses["spread"] > 0
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in unet.parameters() if p.grad is not None)
+
+def test_the_lpips_energy_score_replaces_the_lpips_term():
+    """--lpips-energy: two samples per crop, scored in LPIPS's feature space (√LPIPS, a distance: zero between an
+    image and itself, symmetric) in place of ρ·LPIPS, beside the MSE; its gradient reaches the UNet."""
+    script, unet, x, cond, noise_scheduler, sampler, calls = residual_loss_inputs()
+    assert lpips_distance(x, x).max() < 1e-5
+    assert torch.allclose(lpips_distance(x, x.flip(0)), lpips_distance(x.flip(0), x))
+    args = argparse.Namespace(few_step_fraction=1.0, sampler_steps=[1], rho=0.5, energy_score=0.0,
+                              lpips_energy=True)
+    losses = script.residual_losses(args, unet, noise_scheduler, sampler, x, cond)
+    ((r_t, _),) = calls
+    assert r_t.shape[0] == 4 and "lpips" not in losses
+    assert losses["loss"].item() == pytest.approx(losses["mse"].item() + 0.5 * losses["lpips_energy"].item())
+    losses["loss"].backward()
+    grads = [p.grad for p in unet.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
 
 def test_a_single_rate_codec_warm_starts_a_variable_rate_run(codec_run, photos, tmp_path):
     """--init from a codec saved before the rate gains existed (the retired single-rate models): its transforms

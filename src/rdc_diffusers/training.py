@@ -171,16 +171,27 @@ def adversarial_losses(critic: PatchDiscriminator, real: Tensor, fake: Tensor, x
     return generator, critic_loss
 
 
-def energy_score(a: Tensor, b: Tensor, x: Tensor) -> Tensor:
+def rms_distance(u: Tensor, v: Tensor) -> Tensor:
+    """Per-image root mean square of ``u − v``; the epsilon keeps the gradient finite where the two coincide."""
+    return ((u - v).flatten(1).pow(2).mean(1) + 1e-12).sqrt()
+
+
+def lpips_distance(u: Tensor, v: Tensor) -> Tensor:
+    """Per-image √LPIPS of images in [0, 1]: LPIPS is a squared Euclidean distance between weighted, normalised
+    network features, so its root is a distance in that feature space (the energy score needs a metric's distance)."""
+    from .metrics.lpips import lpips
+
+    return (lpips(u, v) + 1e-12).sqrt()
+
+
+def energy_score(a: Tensor, b: Tensor, x: Tensor, distance=rms_distance) -> Tensor:
     """The energy score (Gneiting & Raftery 2007, β = 1) of the two samples ``a``, ``b`` drawn for each image ``x``:
-    E‖X − x‖ − ½ E‖X − X′‖, with ‖·‖ the root mean square over an image's pixels; mean over the batch.
+    E d(X, x) − ½ E d(X, X′), with d the root mean square over an image's pixels (or ``lpips_distance``, to score
+    the samples' distribution in LPIPS's feature space instead of pixels); mean over the batch.
 
     A strictly proper scoring rule: only a sampler of the true conditional distribution minimises it, where MSE is
     minimised by that distribution's mean. That is why a denoiser trained on MSE returns a residual shrunk toward the
     mean (issue 12); the second term pays for the spread MSE takes away. Distributional diffusion models train their
     few-step denoisers with it (De Bortoli et al. 2025).
     """
-    def rms(d: Tensor) -> Tensor:  # the epsilon keeps the gradient finite where two samples coincide
-        return (d.flatten(1).pow(2).mean(1) + 1e-12).sqrt()
-
-    return (0.5 * (rms(a - x) + rms(b - x)) - 0.5 * rms(a - b)).mean()
+    return (0.5 * (distance(a, x) + distance(b, x)) - 0.5 * distance(a, b)).mean()
