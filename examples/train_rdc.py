@@ -632,8 +632,7 @@ def residual_losses(args: argparse.Namespace, unet, noise_scheduler, sampler, x:
     x0 = base + predicted_sample(noise_scheduler, pred, r_t, t) / scale
     mse = image_mse(x0, x)
     if args.lpips_energy:
-        a, b = x0.clamp(0, 1).chunk(2)
-        perceptual = energy_score(a, b, x[: len(a)], lpips_distance)
+        perceptual = energy_score(*x0.clamp(0, 1).chunk(2), x[: len(x) // 2], lpips_distance)
     else:
         perceptual = lpips(x0.clamp(0, 1), x).mean() if args.rho else torch.zeros(())
     losses = {"loss": mse + args.rho * perceptual, "mse": mse}

@@ -219,7 +219,6 @@ def test_sampler_steps_choose_the_trajectories_the_batches_follow(steps):
             assert k == 0 and torch.equal(calls[0][0], noise)
 
 
-
 def test_the_energy_score_prefers_samples_to_their_mean():
     """MSE scores the mean of a distribution better than samples of it (why an MSE-trained residual is shrunk); the
     energy score scores the samples better, at its expected values, and its gradient stays finite where the two
@@ -248,6 +247,7 @@ def test_the_energy_score_loss_draws_two_samples_per_crop():
     assert losses["spread"] > 0
     losses["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in unet.parameters() if p.grad is not None)
+
 
 def test_the_lpips_energy_score_replaces_the_lpips_term():
     """--lpips-energy: two samples per crop, scored in LPIPS's feature space (√LPIPS, a distance: zero between an
