@@ -159,6 +159,21 @@ def test_a_run_started_from_a_component_inside_the_model_is_its_own_earlier_weig
     assert card.count("warm start from this model’s earlier weights") == 1
 
 
+def test_a_run_continued_from_another_logged_runs_output_names_that_run(tmp_path):
+    """A continuation of a run kept in runs/ (``--init runs/unet_K/pipeline/unet``) is this model's own training,
+    not a model called ``pipeline``."""
+    runs = {"residual-a": {"init": "src/rdc_diffusers/bundled/my-rdc/unet", "output": "runs/unet_K"},
+            "residual-b": {"init": "runs/unet_K/pipeline/unet", "output": "runs/unet_M"}}
+    for run, args in runs.items():
+        (tmp_path / f"{run}_args.json").write_text(json.dumps({"stage": "residual", **args}))
+        (tmp_path / f"{run}_train_log.jsonl").write_text(json.dumps({"stage": "residual", "step": 10, "minutes": 1.0})
+                                                         + "\n")
+    card = render_card("my-rdc", config={"default_num_inference_steps": 1}, scheduler="DDIMScheduler",
+                       training=training_budget(tmp_path))
+    assert "warm start from run residual-a |" in card and "pipeline" not in card.split("## Training data")[1]
+    assert "on top of the training of" not in card
+
+
 def test_a_zoomed_run_says_so_and_an_unzoomed_one_does_not(tmp_path):
     """--max-upscale changes what the UNet saw: the card's run table names it (and only where it was used)."""
     for run, zoom in (("residual-session30", 1.6), ("residual-session29", 1.0)):

@@ -287,11 +287,12 @@ def render_card(
     ]
     if training:
         lines += ["| stage | minutes | iterations | settings |", "|---|---|---|---|"]
+        outputs = {t["args"]["output"]: run for run, t in training.items() if t["args"].get("output")}
         for run, t in training.items():
-            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {_settings(run, t['args'], name)} |")
+            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {_settings(run, t['args'], name, outputs)} |")
         total = sum(t["minutes"] for t in training.values())
-        starts = {_warm_start(t["args"]["init"], name) for t in training.values() if t["args"].get("init")}
-        warm = sorted(starts - {name})
+        starts = {_warm_start(t["args"]["init"], name, outputs) for t in training.values() if t["args"].get("init")}
+        warm = sorted(starts - {name} - set(outputs.values()))
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
                   + ". The logs and arguments ship with the model in `training/`.", ""]
@@ -316,7 +317,7 @@ def render_card(
     return "\n".join(lines)
 
 
-def _settings(run: str, a: dict, name: str) -> str:
+def _settings(run: str, a: dict, name: str, outputs: dict[str, str]) -> str:
     """One training run's settings, from its saved arguments."""
     stage = a.get("stage", run.split("-")[0])
     if stage in ("codec", "inter"):
@@ -350,12 +351,20 @@ def _settings(run: str, a: dict, name: str) -> str:
     if a.get("seed") is not None:  # continuations that kept the seed replayed the same crops and noise
         settings += f", seed {a['seed']}"
     if a.get("init"):
-        start = _warm_start(a["init"], name)
-        settings += f", warm start from {'this model’s earlier weights' if start == name else start}"
+        start = _warm_start(a["init"], name, outputs)
+        if start == name:
+            start = "this model’s earlier weights"
+        elif start in outputs.values():
+            start = f"run {start}"
+        settings += f", warm start from {start}"
     return settings
 
 
-def _warm_start(init: str, name: str) -> str:
+def _warm_start(init: str, name: str, outputs: dict[str, str]) -> str:
     """The model a run started from: ``name`` itself when ``init`` lies anywhere in its folder (e.g. its
-    ``refiner/unet``), else the folder holding the component (``runs/vr_codec/codec`` → ``vr_codec``)."""
-    return name if name in Path(init).parent.parts else Path(init).parent.name
+    ``refiner/unet``); the run whose output folder holds it, when that run is one of the model's own (``outputs``:
+    output folder → run); else the folder holding the component (``runs/vr_codec/codec`` → ``vr_codec``)."""
+    path = Path(init)
+    if name in path.parent.parts:
+        return name
+    return next((run for out, run in outputs.items() if Path(out) in path.parents), path.parent.name)
