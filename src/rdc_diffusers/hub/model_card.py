@@ -288,11 +288,15 @@ def render_card(
     if training:
         lines += ["| stage | minutes | iterations | settings |", "|---|---|---|---|"]
         outputs = {t["args"]["output"]: run for run, t in training.items() if t["args"].get("output")}
+        starts = {run: _warm_start(t["args"]["init"], name, outputs) for run, t in training.items()
+                  if t["args"].get("init")}
+        labels = {run: "this model’s earlier weights" if start == name else f"run {start}"
+                  if start in outputs.values() else start for run, start in starts.items()}
         for run, t in training.items():
-            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {_settings(run, t['args'], name, outputs)} |")
+            settings = _settings(run, t["args"], labels.get(run))
+            lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {settings} |")
         total = sum(t["minutes"] for t in training.values())
-        starts = {_warm_start(t["args"]["init"], name, outputs) for t in training.values() if t["args"].get("init")}
-        warm = sorted(starts - {name} - set(outputs.values()))
+        warm = sorted(set(starts.values()) - {name} - set(outputs.values()))
         lines += ["", f"In all {total} minutes on a 2-core CPU (no GPU)"
                   + (f", on top of the training of {', '.join(warm)} it started from" if warm else "")
                   + ". The logs and arguments ship with the model in `training/`.", ""]
@@ -317,8 +321,8 @@ def render_card(
     return "\n".join(lines)
 
 
-def _settings(run: str, a: dict, name: str, outputs: dict[str, str]) -> str:
-    """One training run's settings, from its saved arguments."""
+def _settings(run: str, a: dict, start: str | None) -> str:
+    """One training run's settings, from its saved arguments; ``start``: what it warm-started from, if anything."""
     stage = a.get("stage", run.split("-")[0])
     if stage in ("codec", "inter"):
         if stage == "codec" and a.get("lmbda_min") is not None:  # the variable-rate codec
@@ -350,12 +354,7 @@ def _settings(run: str, a: dict, name: str, outputs: dict[str, str]) -> str:
         settings += f", {a['mixed_precision']} mixed precision"
     if a.get("seed") is not None:  # continuations that kept the seed replayed the same crops and noise
         settings += f", seed {a['seed']}"
-    if a.get("init"):
-        start = _warm_start(a["init"], name, outputs)
-        if start == name:
-            start = "this model’s earlier weights"
-        elif start in outputs.values():
-            start = f"run {start}"
+    if start:
         settings += f", warm start from {start}"
     return settings
 
