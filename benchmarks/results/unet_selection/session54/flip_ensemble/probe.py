@@ -14,16 +14,12 @@ import torch
 
 from rdc_diffusers import RDCPipeline
 from rdc_diffusers.media.image_io import open_image, to_tensor
+from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.training import list_images
 
 torch.set_num_threads(1)
 codec = RDCPipeline.from_pretrained(sys.argv[1]).codec
 FLIPS = {"as coded": (), "h-flip": (-1,), "v-flip": (-2,), "hv-flip": (-1, -2)}
-
-
-def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    x_hat = (x_hat * 255).round() / 255
-    return (10 * torch.log10(1 / (x_hat - x).pow(2).mean())).item()
 
 
 scores: dict[int, list] = {}

@@ -14,6 +14,7 @@ import torch
 from rdc_diffusers import RDCPipeline
 from rdc_diffusers.media.image_io import open_image, to_tensor
 from rdc_diffusers.metrics.lpips import lpips
+from rdc_diffusers.metrics.quality import psnr
 from rdc_diffusers.training import list_images
 
 torch.set_num_threads(1)
@@ -24,7 +25,7 @@ codec = pipe.codec
 
 def score(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
     x_hat = (x_hat.clamp(0, 1) * 255).round() / 255
-    return (10 * torch.log10(1 / (x_hat - x).pow(2).mean())).item(), lpips(x_hat, x).item()
+    return psnr(x_hat, x), lpips(x_hat, x).item()
 
 
 def refine(x_init: torch.Tensor, y_hat: torch.Tensor, noise: torch.Tensor, quality: float, tile: int | None):
@@ -55,5 +56,5 @@ with torch.no_grad():
                 scores.setdefault((quality, name), []).append(score(x_hat, x))
         print(path.name, {f"q{q} {n}": tuple(round(v, 4) for v in s[-1]) for (q, n), s in scores.items()}, flush=True)
 for (quality, name), values in sorted(scores.items()):
-    psnr, distance = np.mean(values, 0)
-    print(f"q{quality} {name:8s} PSNR {psnr:.3f} LPIPS {distance:.4f}")
+    mean_psnr, distance = np.mean(values, 0)
+    print(f"q{quality} {name:8s} PSNR {mean_psnr:.3f} LPIPS {distance:.4f}")
