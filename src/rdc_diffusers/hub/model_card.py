@@ -290,8 +290,9 @@ def render_card(
         outputs = {t["args"]["output"]: run for run, t in training.items() if t["args"].get("output")}
         starts = {run: _warm_start(t["args"]["init"], name, outputs) for run, t in training.items()
                   if t["args"].get("init")}
-        labels = {run: "this model’s earlier weights" if start == name else f"run {start}"
-                  if start in outputs.values() else start for run, start in starts.items()}
+        labels = {run: ("this model’s earlier weights" if start == name
+                        else f"run {start}" if start in outputs.values() else start)
+                  for run, start in starts.items()}
         for run, t in training.items():
             settings = _settings(run, t["args"], labels.get(run))
             lines.append(f"| {run} | {t['minutes']} | {t['iterations']} | {settings} |")
